@@ -1,0 +1,49 @@
+"""Every path of the project, named once.
+
+Paths inside a run (artefacts, executed notebooks, records) are relative to
+the run folder ``runs/<profile>/``; the notebooks receive them as parameters.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The package folder (``src/helpers``).
+PACKAGE = Path(__file__).resolve().parent
+#: Data shipped with the package: line lists, calibration, benchmark stars.
+PACKAGE_DATA = PACKAGE / "data"
+#: Repository root (valid for a source checkout or an editable install).
+REPO = PACKAGE.parent.parent
+#: Parameterised notebooks, kept without outputs, numbered in run order.
+NOTEBOOKS = REPO / "notebooks"
+#: Run profiles (``<profile>.yaml``).
+PARAMS = REPO / "params"
+#: Root of all runs; each profile writes to ``RUNS / <profile>``.
+RUNS = REPO / "runs"
+#: Jupyter Book sources (markdown pages, config, table of contents).
+BOOK = REPO / "book"
+#: Where ``make book`` puts the HTML build (``book/_build/html``).
+BOOK_BUILD = BOOK / "_build"
+#: The data manifest.
+MANIFEST = REPO / "data_manifest.yaml"
+
+# Inside a run folder:
+#: Executed notebooks.
+RUN_NOTEBOOKS = "notebooks"
+#: One JSON run record per notebook.
+RUN_RECORDS = "records"
+#: Artefacts written by the notebooks.
+RUN_ARTEFACTS = "artefacts"
+
+#: The strong-line list with reference depths (copied from the project's shared reference).
+LINES_STRONG = PACKAGE_DATA / "lines_strong.csv"
+#: The weak-line forest extracted from the Gaia-ESO v6 line list (see scripts/).
+LINES_FOREST = PACKAGE_DATA / "lines_forest.csv"
+#: Simulator calibration constants (written by scripts/calibrate_simulator.py).
+CALIBRATION = PACKAGE_DATA / "simulator_calibration.json"
+#: Gaia FGK benchmark stars.
+BENCHMARKS = PACKAGE_DATA / "benchmarks.csv"
+
+
+def run_dir(profile: str, root: Path | None = None) -> Path:
+    """Return the run folder of ``profile`` (``runs/<profile>`` by default)."""
+    return (root or RUNS) / profile

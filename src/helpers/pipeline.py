@@ -1,0 +1,641 @@
+"""Run the numbered notebooks in order with papermill, for one parameter profile.
+
+Usage (see ``python -m helpers.pipeline --help``)::
+
+    python -m helpers.pipeline --profile quick
+    python -m helpers.pipeline --profile default --only 01_prepare_data -p 01_prepare_data.n_stars=500
+    python -m helpers.pipeline --profile default --from 02 --force
+
+What it guarantees
+------------------
+* Notebooks ``notebooks/NN_*.ipynb`` run in number order into ``runs/<profile>/``:
+  executed notebooks in ``notebooks/``, artefacts in ``artefacts/``, and one
+  run record per notebook in ``records/``.
+* Parameters are the notebook's defaults, overridden by the profile file
+  ``params/<profile>.yaml`` and then by ``-p notebook.name=value``. An unknown
+  name or a value of the wrong type is refused before anything runs.
+* Parameters whose names start with ``in_`` or ``out_`` are paths, relative to
+  the run folder, which is the notebook's working directory.
+* A notebook whose content, parameters, input artefacts and helper code are
+  unchanged since its last successful run is skipped; once one notebook runs,
+  every later one runs too.
+* The first failure stops the run with the notebook, the cell and the error;
+  the partly executed notebook is kept as ``NN_name.failed.ipynb``. Executed
+  notebooks and records are written under temporary names and renamed on
+  success; the notebooks write their artefacts the same way
+  (:func:`helpers.fileio.atomic_path`).
+* A wall-clock limit per notebook stops a notebook that runs too long and
+  names it.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from . import paths
+from .fileio import atomic_path, sha256_file, write_json
+
+__all__ = [
+    "PipelineError",
+    "ParameterError",
+    "NotebookFailed",
+    "Plan",
+    "discover_notebooks",
+    "notebook_parameters",
+    "load_profile",
+    "resolve_parameters",
+    "run_pipeline",
+    "main",
+]
+
+#: Packages whose versions go into every run record.
+RECORDED_PACKAGES = (
+    "numpy", "scipy", "astropy", "h5py", "matplotlib", "papermill", "nbformat",
+    "pooch", "pyyaml", "jupyter-book", "myst-nb", "keras", "tensorflow", "jax", "torch",
+    "scikit-learn", "openTSNE",
+)
+PATH_PREFIXES = ("in_", "out_")
+
+
+class PipelineError(RuntimeError):
+    """Any refusal or failure of the runner, with a message meant for the user."""
+
+
+class ParameterError(PipelineError):
+    """An unknown parameter, or a value of the wrong type."""
+
+
+class NotebookFailed(PipelineError):
+    """A notebook raised an error, or ran past its wall-clock limit."""
+
+    def __init__(self, message: str, notebook: str, cell: int | None = None,
+                 kept: Path | None = None):
+        super().__init__(message)
+        self.notebook = notebook
+        self.cell = cell
+        self.kept = kept
+
+
+# --------------------------------------------------------------------------- discovery
+def discover_notebooks(folder: Path = paths.NOTEBOOKS) -> list[Path]:
+    """Return the pipeline notebooks ``NN_*.ipynb`` of ``folder`` in run order."""
+    found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise PipelineError(f"no notebooks named NN_*.ipynb in {folder}")
+    return found
+
+
+def notebook_parameters(nb_path: Path) -> dict[str, dict]:
+    """Return the parameters cell's names with their defaults and types.
+
+    Returns
+    -------
+    dict
+        ``{name: {"default": value, "type": type_name}}`` in cell order, where
+        ``type_name`` is one of ``bool, int, float, str, list, dict, None``.
+
+    Raises
+    ------
+    PipelineError
+        If the notebook does not have exactly one cell tagged ``parameters``,
+        or a default is not a plain literal.
+    """
+    import ast
+
+    nb = nbformat.read(nb_path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise PipelineError(
+            f"{nb_path.name} has {len(cells)} cells tagged 'parameters'; it needs exactly one"
+        )
+    params: dict[str, dict] = {}
+    tree = ast.parse(cells[0].source)
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        elif isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        else:
+            continue
+        for target in targets:
+            if not isinstance(target, ast.Name):
+                continue
+            try:
+                default = ast.literal_eval(value)
+            except ValueError as exc:
+                raise PipelineError(
+                    f"{nb_path.name}: the default of parameter '{target.id}' is not a literal"
+                ) from exc
+            params[target.id] = {"default": default, "type": _type_name(default)}
+    return params
+
+
+def _type_name(value) -> str:
+    if value is None:
+        return "None"
+    for t in (bool, int, float, str, list, dict):
+        if isinstance(value, t):
+            return t.__name__
+    return type(value).__name__
+
+
+def _check_type(nb: str, name: str, value, expected: str) -> None:
+    ok = {
+        "None": True,
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list": isinstance(value, list),
+        "dict": isinstance(value, dict),
+    }.get(expected, True)
+    if not ok:
+        raise ParameterError(
+            f"parameter '{name}' of {nb} must be {expected}, got {value!r} "
+            f"({_type_name(value)})"
+        )
+
+
+# --------------------------------------------------------------------------- profiles
+def load_profile(profile: str, params_dir: Path = paths.PARAMS) -> dict:
+    """Read ``params/<profile>.yaml`` (``yaml.safe_load``) and check its shape."""
+    path = Path(params_dir) / f"{profile}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in Path(params_dir).glob("*.yaml"))
+        raise PipelineError(f"no profile '{profile}' ({path} is missing); known profiles: {known}")
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path} must hold a mapping")
+    unknown = set(data) - {"description", "timeout_s", "notebooks"}
+    if unknown:
+        raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown)}")
+    data.setdefault("notebooks", {})
+    data.setdefault("timeout_s", 3600)
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """Parse ``-p notebook.name=value`` items (values read as YAML scalars)."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ParameterError(
+                f"cannot read override '{item}': write it as NOTEBOOK.NAME=VALUE, "
+                "e.g. 03_train_ensemble.n_models=4"
+            )
+        key, raw = item.split("=", 1)
+        nb, name = key.split(".", 1)
+        out.setdefault(nb, {})[name] = yaml.safe_load(raw) if raw != "" else ""
+    return out
+
+
+def _match_notebook(key: str, stems: list[str]) -> str:
+    hits = [s for s in stems if s == key or s.split("_", 1)[0] == key]
+    if len(hits) != 1:
+        raise ParameterError(f"'{key}' names no single notebook; notebooks are {stems}")
+    return hits[0]
+
+
+def resolve_parameters(notebooks: list[Path], profile: dict,
+                       overrides: dict[str, dict]) -> dict[str, dict]:
+    """Merge defaults, the profile and the overrides; refuse unknown names and bad types.
+
+    Returns
+    -------
+    dict
+        ``{notebook_stem: {name: value}}`` for every notebook, complete.
+    """
+    stems = [p.stem for p in notebooks]
+    layers = []
+    for source, mapping in (("profile", profile.get("notebooks") or {}), ("override", overrides)):
+        fixed = {}
+        for key, values in mapping.items():
+            if not isinstance(values, dict):
+                raise ParameterError(f"{source} entry '{key}' must map parameter names to values")
+            fixed[_match_notebook(str(key), stems)] = values
+        layers.append((source, fixed))
+    resolved = {}
+    for nb in notebooks:
+        spec = notebook_parameters(nb)
+        values = {k: v["default"] for k, v in spec.items()}
+        for source, layer in layers:
+            for name, value in (layer.get(nb.stem) or {}).items():
+                if name not in spec:
+                    raise ParameterError(
+                        f"unknown parameter '{name}' for {nb.stem} (from the {source}); "
+                        f"its parameters are: {', '.join(spec)}"
+                    )
+                _check_type(nb.stem, name, value, spec[name]["type"])
+                if spec[name]["type"] == "float" and isinstance(value, int):
+                    value = float(value)
+                values[name] = value
+        resolved[nb.stem] = values
+    return resolved
+
+
+# --------------------------------------------------------------------------- fingerprints
+def _source_digest(nb_path: Path) -> str:
+    nb = nbformat.read(nb_path, as_version=4)
+    h = hashlib.sha256()
+    for cell in nb.cells:
+        h.update(cell.cell_type.encode())
+        h.update(cell.source.encode())
+        h.update(json.dumps(sorted(cell.get("metadata", {}).get("tags", []))).encode())
+    return h.hexdigest()
+
+
+def helpers_digest() -> str:
+    """Digest of the helper package's source (a change re-runs the pipeline)."""
+    h = hashlib.sha256()
+    for p in sorted(paths.PACKAGE.rglob("*")):
+        if p.is_file() and p.suffix in {".py", ".csv", ".json"} and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(paths.PACKAGE)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+class _DigestCache:
+    """SHA-256 of files, reusing the digests recorded for unchanged files."""
+
+    def __init__(self, records: list[dict]):
+        self.known = {}
+        for rec in records:
+            for path, info in (rec.get("outputs") or {}).items():
+                self.known[path] = info
+
+    def digest(self, path: Path) -> dict:
+        st = path.stat()
+        info = self.known.get(str(path))
+        if info and info["size"] == st.st_size and info["mtime_ns"] == st.st_mtime_ns:
+            return info
+        info = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _digest_path(path)}
+        self.known[str(path)] = info
+        return info
+
+
+def _digest_path(path: Path) -> str:
+    if path.is_dir():
+        h = hashlib.sha256()
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                h.update(str(p.relative_to(path)).encode())
+                h.update(sha256_file(p).encode())
+        return h.hexdigest()
+    return sha256_file(path)
+
+
+def _path_params(values: dict, prefix: str, run_dir: Path) -> dict[str, Path]:
+    out = {}
+    for name, value in values.items():
+        if name.startswith(prefix) and isinstance(value, str) and value:
+            p = Path(value)
+            out[name] = p if p.is_absolute() else (run_dir / p).resolve()
+    return out
+
+
+# --------------------------------------------------------------------------- records
+def git_commit(repo: Path = paths.REPO) -> str:
+    """Return ``<sha>`` or ``<sha>-dirty`` of the checkout, or ``unknown``."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                             text=True, check=True, timeout=20).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=repo, capture_output=True, text=True, timeout=20).stdout
+        return sha + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions(names=RECORDED_PACKAGES) -> dict[str, str]:
+    """Versions of the installed packages among ``names`` (absent ones left out)."""
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def machine_info() -> dict:
+    """Processor, core count and memory of this machine (no host or user names)."""
+    mem = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    mem = round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"system": platform.system(), "machine": platform.machine(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "memory_gib": mem}
+
+
+def read_record(run_dir: Path, stem: str) -> dict | None:
+    """Return the run record of notebook ``stem`` in ``run_dir``, or None."""
+    path = run_dir / paths.RUN_RECORDS / f"{stem}.json"
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+# --------------------------------------------------------------------------- execution
+@dataclass
+class Plan:
+    """What the runner will do for one notebook."""
+
+    notebook: Path
+    parameters: dict
+    fingerprint: str | None = None
+    action: str = "run"  # run | skip
+    reason: str = ""
+    inputs: dict = field(default_factory=dict)
+
+
+def _failure_from_notebook(nb_path: Path) -> tuple[int | None, str]:
+    try:
+        nb = nbformat.read(nb_path, as_version=4)
+    except Exception:  # the notebook may be unreadable if the kernel died mid-write
+        return None, "the executed notebook could not be read"
+    code_index = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if "injected-parameters" not in cell.get("metadata", {}).get("tags", []):
+            code_index += 1  # numbered as in the source notebook
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                first = next((ln for ln in cell.source.splitlines() if ln.strip()), "")
+                return code_index, (f"{out.get('ename')}: {out.get('evalue')} "
+                                    f"(cell starts: {first[:80]!r})")
+    return None, "no error output was found in the notebook"
+
+
+def _execute(nb: Path, out_partial: Path, parameters: dict, run_dir: Path,
+             timeout_s: float, log) -> None:
+    """Execute one notebook with papermill in a child process, with a wall-clock limit."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as fh:
+        yaml.safe_dump(parameters, fh)
+        params_file = fh.name
+    cmd = [sys.executable, "-m", "papermill", str(nb), str(out_partial), "-f", params_file,
+           "--cwd", str(run_dir), "--no-progress-bar", "--log-level", "WARNING"]
+    env = dict(os.environ)
+    env.setdefault("MPLBACKEND", "agg")
+    env["PYTHONHASHSEED"] = "0"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise NotebookFailed(
+            f"{nb.stem} ran past its wall-clock limit of {timeout_s:g} s and was stopped; "
+            "raise timeout_s in the profile or pass --timeout",
+            nb.stem,
+        )
+    finally:
+        os.unlink(params_file)
+    if proc.returncode != 0:
+        cell, error = _failure_from_notebook(out_partial) if out_partial.exists() else (None, "")
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        where = f"code cell {cell}" if cell else "an unknown cell"
+        raise NotebookFailed(
+            f"{nb.stem} failed in {where}: {error or 'papermill exited with status ' + str(proc.returncode)}"
+            + (f"\n--- papermill output (last lines) ---\n{tail}" if not cell else ""),
+            nb.stem, cell,
+        )
+
+
+def run_pipeline(profile: str, *, only: str | None = None, start: str | None = None,
+                 overrides: list[str] | None = None, force: bool = False,
+                 timeout_s: float | None = None, run_root: Path | None = None,
+                 notebooks_dir: Path = paths.NOTEBOOKS, params_dir: Path = paths.PARAMS,
+                 dry_run: bool = False, log=print) -> list[Plan]:
+    """Run the pipeline for ``profile``; see the module docstring for the guarantees.
+
+    Parameters
+    ----------
+    profile : str
+        Name of ``params/<profile>.yaml``.
+    only, start : str, optional
+        Run just this notebook, or start from it (full stem or its number).
+    overrides : list of str
+        ``NOTEBOOK.NAME=VALUE`` items.
+    force : bool
+        Run even notebooks whose inputs are unchanged.
+    timeout_s : float, optional
+        Wall-clock limit per notebook in seconds (default: the profile's ``timeout_s``).
+    run_root : Path, optional
+        Folder holding the run folders (default ``runs/``).
+
+    Returns
+    -------
+    list of Plan
+        One entry per selected notebook, with ``action`` ``run`` or ``skip``.
+    """
+    notebooks = discover_notebooks(notebooks_dir)
+    prof = load_profile(profile, params_dir)
+    resolved = resolve_parameters(notebooks, prof, parse_overrides(overrides or []))
+    stems = [p.stem for p in notebooks]
+    if only and start:
+        raise PipelineError("use either --only or --from, not both")
+    selected = notebooks
+    if only:
+        key = _match_notebook(only, stems)
+        selected = [p for p in notebooks if p.stem == key]
+    elif start:
+        key = _match_notebook(start, stems)
+        selected = notebooks[stems.index(key):]
+
+    run_dir = paths.run_dir(profile, run_root).resolve()
+    for sub in (paths.RUN_NOTEBOOKS, paths.RUN_RECORDS, paths.RUN_ARTEFACTS):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    records = [r for s in stems if (r := read_record(run_dir, s))]
+    cache = _DigestCache(records)
+    code = helpers_digest()
+    limit = float(timeout_s if timeout_s is not None else prof["timeout_s"])
+
+    plans: list[Plan] = []
+    upstream_ran = False
+    for nb in selected:
+        values = resolved[nb.stem]
+        plan = Plan(nb, values)
+        plans.append(plan)
+        inputs = _path_params(values, "in_", run_dir)
+        missing = [f"{k} = {p}" for k, p in inputs.items() if not p.exists()]
+        if missing and not (dry_run and upstream_ran):
+            raise PipelineError(
+                f"{nb.stem} cannot run: input artefacts are missing ({'; '.join(missing)}). "
+                "Run the earlier notebooks first (drop --only/--from) or fix the path."
+            )
+        if not missing:
+            plan.inputs = {k: cache.digest(p)["sha256"] for k, p in inputs.items()}
+        plan.fingerprint = hashlib.sha256(json.dumps(
+            {"notebook": _source_digest(nb), "parameters": values, "inputs": plan.inputs,
+             "helpers": code}, sort_keys=True, default=str).encode()).hexdigest()
+        previous = read_record(run_dir, nb.stem)
+        outputs = _path_params(values, "out_", run_dir)
+        executed = run_dir / paths.RUN_NOTEBOOKS / nb.name
+        if force:
+            plan.reason = "forced"
+        elif upstream_ran:
+            plan.reason = "an earlier notebook ran"
+        elif not previous or previous.get("status") != "ok":
+            plan.reason = "no successful run recorded"
+        elif previous.get("fingerprint") != plan.fingerprint:
+            plan.reason = "notebook, parameters, inputs or helper code changed"
+        elif not executed.exists() or not all(p.exists() for p in outputs.values()):
+            plan.reason = "an output is missing"
+        else:
+            plan.action, plan.reason = "skip", "unchanged since the last successful run"
+        log(f"[{plan.action:4s}] {nb.stem}: {plan.reason}")
+        if plan.action == "run":
+            upstream_ran = True
+            if not dry_run:
+                _run_one(plan, run_dir, profile, limit, cache, log)
+    return plans
+
+
+def _run_one(plan: Plan, run_dir: Path, profile: str, limit: float, cache: _DigestCache,
+             log) -> None:
+    nb = plan.notebook
+    out_dir = run_dir / paths.RUN_NOTEBOOKS
+    final = out_dir / nb.name
+    partial = out_dir / f"{nb.stem}.partial.ipynb"
+    failed = out_dir / f"{nb.stem}.failed.ipynb"
+    for stale in (partial, failed):
+        if stale.exists():
+            stale.unlink()
+    record_path = run_dir / paths.RUN_RECORDS / f"{nb.stem}.json"
+    record = {
+        "notebook": nb.name, "profile": profile, "parameters": plan.parameters,
+        "seed": plan.parameters.get("seed"), "git_commit": git_commit(),
+        "packages": package_versions(), "machine": machine_info(),
+        "fingerprint": plan.fingerprint, "inputs": plan.inputs,
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    log(f"running {nb.stem} (limit {limit:g} s) ...")
+    t0 = time.perf_counter()
+    try:
+        _execute(nb, partial, plan.parameters, run_dir, limit, log)
+    except NotebookFailed as exc:
+        record.update(status="failed", error=str(exc), wall_time_s=round(time.perf_counter() - t0, 2))
+        if partial.exists():
+            os.replace(partial, failed)
+            exc.kept = failed
+            exc.args = (f"{exc.args[0]}\nthe partly executed notebook is kept at {failed}",)
+        write_json(record_path, record)
+        raise
+    wall = time.perf_counter() - t0
+    outputs = _path_params(plan.parameters, "out_", run_dir)
+    missing = [f"{k} = {p}" for k, p in outputs.items() if not p.exists()]
+    if missing:
+        os.replace(partial, failed)
+        record.update(status="failed", error=f"outputs not written: {missing}", wall_time_s=round(wall, 2))
+        write_json(record_path, record)
+        raise NotebookFailed(f"{nb.stem} finished but did not write {'; '.join(missing)}",
+                             nb.stem, kept=failed)
+    _collapse_injected(partial)
+    os.replace(partial, final)
+    record.update(
+        status="ok", wall_time_s=round(wall, 2),
+        finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        outputs={str(p): cache.digest(p) for p in outputs.values()},
+    )
+    write_json(record_path, record)
+    log(f"finished {nb.stem} in {wall:.1f} s")
+
+
+def _collapse_injected(nb_path: Path) -> None:
+    """Tag papermill's injected-parameters cell so the book shows it collapsed."""
+    nb = nbformat.read(nb_path, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            tags.append("hide-cell")
+            changed = True
+    if changed:
+        with atomic_path(nb_path) as tmp:
+            nbformat.write(nb, tmp)
+
+
+# --------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m helpers.pipeline",
+        description="Execute the numbered notebooks in order with papermill for one profile "
+                    "(params/<profile>.yaml) into runs/<profile>/.",
+    )
+    p.add_argument("--profile", default="default", help="profile name (default: %(default)s)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--only", metavar="NOTEBOOK", help="run just this notebook (stem or number)")
+    g.add_argument("--from", dest="start", metavar="NOTEBOOK",
+                   help="start from this notebook and run the rest")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NB.NAME=VALUE",
+                   help="override a parameter, e.g. -p 03_train_ensemble.n_models=4 (repeatable)")
+    p.add_argument("--force", action="store_true", help="run even if nothing changed")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="wall-clock limit per notebook in seconds (default: the profile's)")
+    p.add_argument("--run-root", type=Path, default=None,
+                   help="folder holding the run folders (default: runs/)")
+    p.add_argument("--notebooks-dir", type=Path, default=paths.NOTEBOOKS, help=argparse.SUPPRESS)
+    p.add_argument("--params-dir", type=Path, default=paths.PARAMS, help=argparse.SUPPRESS)
+    p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+    p.add_argument("--list-parameters", action="store_true",
+                   help="print every notebook's parameters with the profile's values and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.list_parameters:
+            nbs = discover_notebooks(args.notebooks_dir)
+            prof = load_profile(args.profile, args.params_dir)
+            resolved = resolve_parameters(nbs, prof, parse_overrides(args.param))
+            for stem, values in resolved.items():
+                print(stem)
+                for k, v in values.items():
+                    print(f"    {k} = {v!r}")
+            return 0
+        run_pipeline(args.profile, only=args.only, start=args.start, overrides=args.param,
+                     force=args.force, timeout_s=args.timeout, run_root=args.run_root,
+                     notebooks_dir=args.notebooks_dir, params_dir=args.params_dir,
+                     dry_run=args.dry_run)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The runner on tiny throw-away notebooks: order, skip logic, failures, atomicity, timeouts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from helpers import pipeline
+from helpers.fileio import atomic_path
+
+
+def _notebook(path: Path, params: str, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# tiny"), cell, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+WRITE = """
+from pathlib import Path
+import time
+time.sleep(sleep)
+if fail:
+    raise ValueError("planned failure")
+text = Path(in_text).read_text() if in_text else ""
+from helpers.fileio import write_text
+write_text(out_text, text + f"{tag}:{value};")
+"""
+
+
+@pytest.fixture()
+def project(tmp_path):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _notebook(nbdir / "01_first.ipynb",
+              'in_text = ""\nout_text = "artefacts/a.txt"\nvalue = 1\nsleep = 0.0\nfail = False\ntag = "a"',
+              WRITE)
+    _notebook(nbdir / "02_second.ipynb",
+              'in_text = "artefacts/a.txt"\nout_text = "artefacts/b.txt"\nvalue = 2.5\nsleep = 0.0\n'
+              'fail = False\ntag = "b"', WRITE)
+    pdir = tmp_path / "params"
+    pdir.mkdir()
+    (pdir / "tiny.yaml").write_text(yaml.safe_dump(
+        {"description": "test", "timeout_s": 120, "notebooks": {"01_first": {"value": 7}}}))
+    return {"notebooks_dir": nbdir, "params_dir": pdir, "run_root": tmp_path / "runs"}
+
+
+def run(project, **kw):
+    logs = []
+    plans = pipeline.run_pipeline("tiny", log=logs.append, **project, **kw)
+    return plans, logs
+
+
+def test_runs_in_order_and_records(project):
+    plans, _ = run(project)
+    assert [p.notebook.stem for p in plans] == ["01_first", "02_second"]
+    assert all(p.action == "run" for p in plans)
+    rd = project["run_root"] / "tiny"
+    assert (rd / "artefacts" / "b.txt").read_text() == "a:7;b:2.5;"
+    rec = json.loads((rd / "records" / "02_second.json").read_text())
+    assert rec["status"] == "ok"
+    assert rec["parameters"]["value"] == 2.5
+    for key in ("git_commit", "packages", "wall_time_s", "machine", "seed"):
+        assert key in rec
+    assert "numpy" in rec["packages"] and rec["machine"]["cpu_count"] >= 1
+    # the injected-parameters cell is collapsed for the book
+    nb = nbformat.read(rd / "notebooks" / "01_first.ipynb", as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "hide-cell" in injected[0].metadata["tags"]
+
+
+def test_skip_when_unchanged_and_rerun_downstream(project):
+    run(project)
+    plans, _ = run(project)
+    assert [p.action for p in plans] == ["skip", "skip"]
+    # a parameter change of the first notebook re-runs it and everything after it
+    plans, _ = run(project, overrides=["01_first.value=8"])
+    assert [p.action for p in plans] == ["run", "run"]
+    assert (project["run_root"] / "tiny" / "artefacts" / "b.txt").read_text() == "a:8;b:2.5;"
+    # a change of the second notebook's content re-runs only the second
+    nb_path = project["notebooks_dir"] / "02_second.ipynb"
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("x = 1"))
+    nbformat.write(nb, nb_path)
+    plans, _ = run(project, overrides=["01_first.value=8"])
+    assert [p.action for p in plans] == ["skip", "run"]
+    # a changed input artefact re-runs the notebook that reads it
+    (project["run_root"] / "tiny" / "artefacts" / "a.txt").write_text("edited;")
+    plans, _ = run(project, overrides=["01_first.value=8"])
+    assert [p.action for p in plans] == ["skip", "run"]
+    # --force runs everything
+    plans, _ = run(project, overrides=["01_first.value=8"], force=True)
+    assert [p.action for p in plans] == ["run", "run"]
+
+
+def test_only_and_from(project):
+    run(project)
+    plans, _ = run(project, only="02", force=True)
+    assert [p.notebook.stem for p in plans] == ["02_second"]
+    plans, _ = run(project, start="01_first", force=True)
+    assert [p.notebook.stem for p in plans] == ["01_first", "02_second"]
+
+
+def test_only_refuses_missing_inputs(project):
+    with pytest.raises(pipeline.PipelineError, match="input artefacts are missing"):
+        run(project, only="02_second")
+
+
+def test_failure_names_notebook_cell_error_and_keeps_partial(project):
+    run(project)
+    before = (project["run_root"] / "tiny" / "artefacts" / "b.txt").read_text()
+    with pytest.raises(pipeline.NotebookFailed) as info:
+        run(project, overrides=["02_second.fail=true"])
+    msg = str(info.value)
+    assert "02_second" in msg and "code cell 2" in msg and "planned failure" in msg
+    assert info.value.kept.name == "02_second.failed.ipynb" and info.value.kept.exists()
+    rd = project["run_root"] / "tiny"
+    # the earlier artefact is untouched, and the failed run is recorded as failed
+    assert (rd / "artefacts" / "b.txt").read_text() == before
+    assert json.loads((rd / "records" / "02_second.json").read_text())["status"] == "failed"
+    # a later run does not skip a notebook whose last run failed
+    plans, _ = run(project)
+    assert [p.action for p in plans] == ["skip", "run"]
+
+
+def test_failure_stops_before_later_notebooks(project):
+    with pytest.raises(pipeline.NotebookFailed, match="01_first"):
+        run(project, overrides=["01_first.fail=true"])
+    assert not (project["run_root"] / "tiny" / "artefacts" / "b.txt").exists()
+    assert not (project["run_root"] / "tiny" / "records" / "02_second.json").exists()
+
+
+def test_timeout_names_notebook(project):
+    with pytest.raises(pipeline.NotebookFailed, match="01_first ran past its wall-clock limit"):
+        run(project, overrides=["01_first.sleep=30"], timeout_s=8)
+    assert not (project["run_root"] / "tiny" / "artefacts" / "a.txt").exists()
+
+
+@pytest.mark.parametrize("override, match", [
+    (["01_first.nonsense=3"], "unknown parameter 'nonsense' for 01_first"),
+    (["01_first.value=abc"], "parameter 'value' of 01_first must be int"),
+    (["02_second.fail=3"], "parameter 'fail' of 02_second must be bool"),
+    (["09.value=1"], "'09' names no single notebook"),
+    (["value=1"], "NOTEBOOK.NAME=VALUE"),
+])
+def test_bad_parameters_refused_before_running(project, override, match):
+    with pytest.raises(pipeline.ParameterError, match=match):
+        run(project, overrides=override)
+    assert not (project["run_root"] / "tiny" / "records").exists()
+
+
+def test_bad_profile_refused(project):
+    (project["params_dir"] / "bad.yaml").write_text("notebooks:\n  01_first:\n    valu: 3\n")
+    with pytest.raises(pipeline.ParameterError, match="unknown parameter 'valu'"):
+        pipeline.run_pipeline("bad", log=lambda *_: None, **project)
+    with pytest.raises(pipeline.PipelineError, match="no profile 'missing'"):
+        pipeline.run_pipeline("missing", log=lambda *_: None, **project)
+
+
+def test_int_accepted_for_float(project):
+    plans, _ = run(project, overrides=["02_second.value=3"])
+    assert plans[1].parameters["value"] == 3.0 and isinstance(plans[1].parameters["value"], float)
+
+
+def test_cli_reports_errors(project, capsys):
+    code = pipeline.main(["--profile", "tiny", "--notebooks-dir", str(project["notebooks_dir"]),
+                          "--params-dir", str(project["params_dir"]), "--run-root",
+                          str(project["run_root"]), "-p", "01_first.bogus=1"])
+    assert code == 1
+    assert "unknown parameter 'bogus'" in capsys.readouterr().err
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "x.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+    with pytest.raises(FileExistsError):
+        with atomic_path(target, overwrite=False):
+            pass

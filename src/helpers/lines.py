@@ -1,0 +1,203 @@
+"""Atomic data: elements and the line list used by the forward model.
+
+Two files shipped in ``helpers/data`` make the line list:
+
+* ``lines_strong.csv`` — 85 lines in or near HR10/HR21 with Gaia-ESO v6 atomic
+  data and the line depths that Turbospectrum gives for three reference stars
+  (the project's reference material; its ``source`` column says where each
+  number comes from).
+* ``lines_forest.csv`` — the weaker-line forest of the Gaia-ESO v6 line list
+  (Heiter et al. 2021) inside the two setups, extracted by
+  ``scripts/extract_ges_linelist.py``.
+
+Wavelengths are in Å (air), excitation potentials in eV.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import paths
+
+__all__ = ["ELEMENTS", "Element", "LineList", "load_linelist", "load_reference_lines",
+           "species_name"]
+
+
+@dataclass(frozen=True)
+class Element:
+    """Data of one chemical element.
+
+    Attributes
+    ----------
+    symbol : str
+    z : int
+        Atomic number.
+    mass : float
+        Atomic mass in atomic mass units.
+    a_sun : float
+        Solar photospheric abundance A(X) = log(N_X/N_H) + 12 (Grevesse, Asplund &
+        Sauval 2007, the composition of the MARCS standard models).
+    chi1, chi2 : float
+        First and second ionisation potentials in eV.
+    """
+
+    symbol: str
+    z: int
+    mass: float
+    a_sun: float
+    chi1: float
+    chi2: float
+
+
+_ELEMENT_ROWS = [
+    # symbol, Z, mass [u], A_sun, chi_I [eV], chi_II [eV]
+    ("H", 1, 1.008, 12.00, 13.598, 99.0),
+    ("Li", 3, 6.94, 1.05, 5.392, 75.64),
+    ("C", 6, 12.011, 8.39, 11.260, 24.383),
+    ("N", 7, 14.007, 7.78, 14.534, 29.601),
+    ("O", 8, 15.999, 8.66, 13.618, 35.121),
+    ("Na", 11, 22.990, 6.17, 5.139, 47.286),
+    ("Mg", 12, 24.305, 7.53, 7.646, 15.035),
+    ("Al", 13, 26.982, 6.37, 5.986, 18.829),
+    ("Si", 14, 28.085, 7.51, 8.152, 16.346),
+    ("S", 16, 32.06, 7.14, 10.360, 23.338),
+    ("K", 19, 39.098, 5.08, 4.341, 31.63),
+    ("Ca", 20, 40.078, 6.31, 6.113, 11.872),
+    ("Sc", 21, 44.956, 3.17, 6.561, 12.80),
+    ("Ti", 22, 47.867, 4.90, 6.828, 13.58),
+    ("V", 23, 50.942, 4.00, 6.746, 14.66),
+    ("Cr", 24, 51.996, 5.64, 6.767, 16.49),
+    ("Mn", 25, 54.938, 5.39, 7.434, 15.64),
+    ("Fe", 26, 55.845, 7.45, 7.902, 16.199),
+    ("Co", 27, 58.933, 4.92, 7.881, 17.08),
+    ("Ni", 28, 58.693, 6.23, 7.640, 18.169),
+    ("Cu", 29, 63.546, 4.21, 7.726, 20.292),
+    ("Zn", 30, 65.38, 4.60, 9.394, 17.964),
+    ("Sr", 38, 87.62, 2.92, 5.695, 11.030),
+    ("Y", 39, 88.906, 2.21, 6.217, 12.24),
+    ("Zr", 40, 91.224, 2.58, 6.634, 13.13),
+    ("Ba", 56, 137.33, 2.17, 5.212, 10.004),
+    ("La", 57, 138.91, 1.13, 5.577, 11.06),
+    ("Ce", 58, 140.12, 1.70, 5.539, 10.85),
+    ("Nd", 60, 144.24, 1.45, 5.525, 10.73),
+    ("Eu", 63, 151.96, 0.52, 5.670, 11.24),
+]
+#: Elements known to the forward model, by symbol.
+ELEMENTS: dict[str, Element] = {r[0]: Element(*r) for r in _ELEMENT_ROWS}
+_BY_Z = {e.z: e for e in ELEMENTS.values()}
+_ROMAN = {0: "I", 1: "II", 2: "III"}
+
+
+def species_name(symbol: str, ion: int) -> str:
+    """``('Fe', 0) -> 'Fe I'``; ``ion`` is 0 for neutral, 1 for singly ionised."""
+    return f"{symbol} {_ROMAN[ion]}"
+
+
+def element_by_z(z: int) -> Element | None:
+    """The :class:`Element` of atomic number ``z``, or None if not modelled."""
+    return _BY_Z.get(z)
+
+
+@dataclass
+class LineList:
+    """Columns of a line list as numpy arrays (one entry per line).
+
+    Attributes
+    ----------
+    wave : ndarray
+        Air wavelength in Å.
+    symbol : ndarray of str
+        Element symbol.
+    ion : ndarray of int
+        0 for a neutral, 1 for a singly ionised species.
+    chi : ndarray
+        Excitation potential of the lower level in eV.
+    loggf : ndarray
+        log10 of the oscillator strength times the statistical weight.
+    sigma_vdw : ndarray
+        Van der Waals cross-section in atomic units (Anstee, Barklem & O'Mara
+        theory); 300 where the line list gives none.
+    gamma_rad : ndarray
+        Radiative damping constant in s^-1.
+    ref : ndarray of int
+        Row of the line in ``lines_strong.csv``, or -1.
+    """
+
+    wave: np.ndarray
+    symbol: np.ndarray
+    ion: np.ndarray
+    chi: np.ndarray
+    loggf: np.ndarray
+    sigma_vdw: np.ndarray
+    gamma_rad: np.ndarray
+    ref: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.wave)
+
+    @property
+    def species(self) -> np.ndarray:
+        """Species names such as ``'Mg I'``."""
+        return np.array([species_name(s, i) for s, i in zip(self.symbol, self.ion)])
+
+    def element_array(self, attr: str) -> np.ndarray:
+        """An :class:`Element` attribute (``mass``, ``a_sun``, ...) for every line."""
+        return np.array([getattr(ELEMENTS[s], attr) for s in self.symbol], dtype=float)
+
+    def take(self, index) -> "LineList":
+        """A new list holding the lines selected by ``index``."""
+        return LineList(**{k: getattr(self, k)[index] for k in self.__dataclass_fields__})
+
+
+def _float(x: str, default: float = np.nan) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return default
+
+
+def load_reference_lines(path: Path = paths.LINES_STRONG) -> list[dict]:
+    """Rows of the strong-line file with numeric columns converted to float (NaN if empty)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    numeric = ("wavelength_air_A", "excitation_eV", "loggf", "depth_sun", "depth_giant",
+               "depth_mp_giant", "ew_sun_mA", "ew_giant_mA", "ew_mp_giant_mA")
+    for r in rows:
+        for k in numeric:
+            r[k] = _float(r[k])
+    return rows
+
+
+@functools.lru_cache(maxsize=4)
+def load_linelist(path: Path = paths.LINES_FOREST) -> LineList:
+    """Read the forward model's line list (forest plus strong lines plus Paschen).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the extracted forest is missing, with the command that makes it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"line list {path} is missing; create it with "
+            "'python scripts/extract_ges_linelist.py' (see that script's docstring)"
+        )
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    cols = {
+        "wave": np.array([float(r["wave"]) for r in rows]),
+        "symbol": np.array([r["element"] for r in rows]),
+        "ion": np.array([int(r["ion"]) for r in rows]),
+        "chi": np.array([float(r["chi_eV"]) for r in rows]),
+        "loggf": np.array([float(r["loggf"]) for r in rows]),
+        "sigma_vdw": np.array([float(r["sigma_vdw"]) for r in rows]),
+        "gamma_rad": np.array([float(r["gamma_rad"]) for r in rows]),
+        "ref": np.array([int(r["ref"]) for r in rows]),
+    }
+    order = np.argsort(cols["wave"], kind="stable")
+    return LineList(**{k: v[order] for k, v in cols.items()})

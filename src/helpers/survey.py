@@ -1,0 +1,457 @@
+"""The simulated Gaia-ESO GIRAFFE survey: catalogue, defects, survey labels, spectra.
+
+:func:`make_catalogue` draws the stars (field stars of :mod:`helpers.galaxy`,
+open clusters, globular clusters with a Mg–Al anticorrelation, and the Gaia
+FGK benchmark stars), assigns S/N, injected defects and "survey labels" (the
+truth plus Gaia-ESO-like errors and flags). :func:`generate_survey` renders the
+spectra with :mod:`helpers.simulate`, applies the defects and noise chunk by
+chunk, and writes the observed set; :func:`select_training` applies the
+training-set quality cuts.
+
+Two kinds of labels are kept apart in every file: ``truth_*`` (what the
+spectrum was made from) and ``survey_*`` (what a survey pipeline would have
+reported, with ``survey_e_*`` errors and ``survey_flag`` bits).
+"""
+from __future__ import annotations
+
+import csv
+import time
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import Galactic, SkyCoord
+
+from . import LABELS, __version__, paths
+from .dataset import DatasetWriter
+from .galaxy import (FRAME, GalaxyModel, galactocentric, high_alpha_mg, kiel_track,
+                     low_alpha_mg, metallicity_shift, sample_field_stars)
+from .simulate import ForwardModel, add_noise, default_vmic
+from .spectra import C_KMS
+
+__all__ = ["DEFECTS", "FLAG_BITS", "SurveyConfig", "make_catalogue", "generate_survey",
+           "select_training", "cname", "GENERATOR"]
+
+#: Name of the generator written into every file's provenance.
+GENERATOR = "helpers.survey"
+#: Kinds of injected bad spectra (``none`` for a clean spectrum).
+DEFECTS = ("spike", "continuum", "low_snr", "emission", "binary", "rv_error", "fast_rotator",
+           "missing")
+#: Bits of ``survey_flag``.
+FLAG_BITS = {"no_al": 1, "no_mg": 2, "low_snr": 4}
+
+
+@dataclass
+class SurveyConfig:
+    """Everything that shapes a simulated survey.
+
+    Attributes
+    ----------
+    n_field : int
+        Field stars.
+    n_open_clusters, members_per_oc : int
+    n_globular_clusters, members_per_gc : int
+    benchmarks : bool
+        Include every Gaia FGK benchmark star twice (survey S/N and S/N 250).
+    snr_median, snr_min, snr_max : float
+        Per-pixel S/N distribution (log-normal about the median, brighter stars higher).
+    bad_fraction : float
+        Fraction of spectra given one injected defect, shared equally among :data:`DEFECTS`.
+    train_snr_min : float
+        Training-set cut on S/N.
+    train_max_e_teff : float
+        Training-set cut on the survey Teff error [K].
+    seed : int
+    chunk : int
+        Stars rendered together (fixed, so that the same seed gives the same file).
+    n_workers : int
+        Processes rendering chunks in parallel (the result does not depend on it).
+    galaxy : GalaxyModel
+    """
+
+    n_field: int = 2000
+    n_open_clusters: int = 8
+    members_per_oc: int = 25
+    n_globular_clusters: int = 5
+    members_per_gc: int = 30
+    benchmarks: bool = True
+    snr_median: float = 45.0
+    snr_min: float = 8.0
+    snr_max: float = 250.0
+    bad_fraction: float = 0.08
+    train_snr_min: float = 20.0
+    train_max_e_teff: float = 200.0
+    seed: int = 42
+    chunk: int = 256
+    n_workers: int = 2
+    galaxy: GalaxyModel = field(default_factory=GalaxyModel)
+
+    def as_dict(self) -> dict:
+        """Parameters that shape the data (``n_workers`` does not, so it is left out)."""
+        d = asdict(self)
+        d.pop("n_workers")
+        d["galaxy"] = self.galaxy.as_dict()
+        return d
+
+
+#: Open-cluster Galactocentric radii span [kpc].
+OC_RADII = (6.0, 12.5)
+#: Globular clusters: name, [Fe/H], log10 mass [M_sun].
+GLOBULARS = (("GC-sim-1", -2.15, 5.9), ("GC-sim-2", -1.55, 5.6), ("GC-sim-3", -1.30, 5.2),
+             ("GC-sim-4", -1.05, 5.75), ("GC-sim-5", -0.70, 5.3), ("GC-sim-6", -1.85, 5.0))
+
+
+def gc_mgal_extent(feh, log_mass):
+    """Extent of the [Al/Fe] spread in a globular cluster (dex).
+
+    Grows with cluster mass and falls with metallicity (Pancino et al. 2017):
+    about 1 dex for a massive metal-poor cluster, ~0.1 dex for a light metal-rich one.
+    """
+    return float(np.clip(0.55 + 0.7 * (log_mass - 5.4) - 0.45 * (feh + 1.5), 0.05, 1.1))
+
+
+def cname(ra_deg, dec_deg) -> np.ndarray:
+    """Gaia-ESO CNAME ``hhmmssss±ddmmsss`` from ICRS RA, Dec in degrees ('' where NaN)."""
+    out = []
+    for ra, dec in zip(np.atleast_1d(ra_deg), np.atleast_1d(dec_deg)):
+        if not (np.isfinite(ra) and np.isfinite(dec)):
+            out.append("")
+            continue
+        h = (ra % 360) / 15.0
+        hh, mm = int(h), int((h * 60) % 60)
+        ss = (h * 3600) % 60
+        sign = "+" if dec >= 0 else "-"
+        d = abs(dec)
+        dd, dm = int(d), int((d * 60) % 60)
+        ds = (d * 3600) % 60
+        out.append(f"{hh:02d}{mm:02d}{int(ss * 100):04d}{sign}{dd:02d}{dm:02d}{int(ds * 10):03d}")
+    return np.array(out)
+
+
+def _icrs_from_galactocentric(x, y, z):
+    from astropy.coordinates import CartesianRepresentation
+
+    gc = FRAME.frame()
+    c = SkyCoord(CartesianRepresentation(x * u.kpc, y * u.kpc, z * u.kpc), frame=gc)
+    icrs = c.transform_to("icrs")
+    return icrs.ra.deg, icrs.dec.deg, icrs.distance.to_value(u.pc)
+
+
+def _open_clusters(cfg: SurveyConfig, rng) -> dict:
+    g = cfg.galaxy
+    cols = {k: [] for k in ("teff", "logg", "feh", "mg_fe", "al_fe", "state", "ra", "dec",
+                            "distance_pc", "cluster", "population")}
+    radii = np.linspace(*OC_RADII, cfg.n_open_clusters) if cfg.n_open_clusters else []
+    for i, R in enumerate(radii):
+        phi = np.radians(180 + rng.uniform(-12, 12))  # near the Sun's azimuth (astropy x<0 side)
+        x, y, z = R * np.cos(phi), R * np.sin(phi), rng.normal(0, 0.08)
+        feh = g.feh_thin_sun + g.grad_r_thin * (min(R, g.r_flat) - g.r_sun_kpc) + rng.normal(0, 0.04)
+        mg = float(low_alpha_mg(feh)) + rng.normal(0, 0.02)
+        al = g.al_mg_slope * mg + 0.02 + rng.normal(0, 0.03)
+        ra, dec, dist = _icrs_from_galactocentric(x, y, z)
+        n = cfg.members_per_oc
+        state = rng.choice(["MS", "TO", "RGB", "RC"], size=n, p=[0.55, 0.2, 0.1, 0.15])
+        teff, logg = kiel_track(state, rng)
+        teff, state = metallicity_shift(state, teff, np.full(n, feh))
+        cols["teff"] += list(teff)
+        cols["logg"] += list(logg)
+        cols["state"] += list(state)
+        cols["feh"] += [feh] * n
+        cols["mg_fe"] += [mg] * n
+        cols["al_fe"] += [al] * n
+        cols["ra"] += list(ra + rng.normal(0, 0.05, n))
+        cols["dec"] += list(dec + rng.normal(0, 0.05, n))
+        cols["distance_pc"] += list(dist + rng.normal(0, 5, n))
+        cols["cluster"] += [f"OC-sim-{i + 1}"] * n
+        cols["population"] += ["thin"] * n
+    return {k: np.array(v) for k, v in cols.items()}
+
+
+def _globular_clusters(cfg: SurveyConfig, rng) -> dict:
+    cols = {k: [] for k in ("teff", "logg", "feh", "mg_fe", "al_fe", "state", "ra", "dec",
+                            "distance_pc", "cluster", "population")}
+    for name, feh, logm in GLOBULARS[:cfg.n_globular_clusters]:
+        n = cfg.members_per_gc
+        extent = gc_mgal_extent(feh, logm)
+        l, b = rng.uniform(0, 360), rng.uniform(15, 60) * rng.choice([-1, 1])
+        dist = rng.uniform(3000, 9000)
+        c = SkyCoord(l=l * u.deg, b=b * u.deg, frame=Galactic).icrs
+        second = rng.random(n) < 0.65
+        x = rng.random(n) ** 0.8
+        al = np.where(second, 0.05 + x * extent, 0.05) + rng.normal(0, 0.04, n)
+        mg = np.where(second, 0.33 - 0.35 * x * extent, 0.33) + rng.normal(0, 0.03, n)
+        state = np.full(n, "RGB")
+        teff, logg = kiel_track(state, rng)
+        logg = np.clip(logg, 1.0, 3.2)
+        teff = np.clip(4000 + 440 * (logg - 1.0) + rng.normal(0, 40, n), 3900, 7000)
+        teff, state = metallicity_shift(state, teff, np.full(n, feh))
+        cols["teff"] += list(teff)
+        cols["logg"] += list(logg)
+        cols["state"] += list(state)
+        cols["feh"] += list(feh + rng.normal(0, 0.02, n))
+        cols["mg_fe"] += list(mg)
+        cols["al_fe"] += list(al)
+        cols["ra"] += list(c.ra.deg + rng.normal(0, 0.03, n))
+        cols["dec"] += list(c.dec.deg + rng.normal(0, 0.03, n))
+        cols["distance_pc"] += [dist] * n
+        cols["cluster"] += [name] * n
+        cols["population"] += ["halo"] * n
+    return {k: np.array(v) for k, v in cols.items()}
+
+
+def load_benchmarks(path=paths.BENCHMARKS) -> list[dict]:
+    """Gaia FGK benchmark stars (name, Teff [K], log g, [Fe/H]) from the shipped CSV."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for r in rows:
+        try:
+            out.append({"name": r["star"], "teff": float(r["teff_K"]), "logg": float(r["logg"]),
+                        "feh": float(r["feh"])})
+        except ValueError:
+            continue
+    return out
+
+
+def _benchmarks(rng) -> dict:
+    rows = load_benchmarks()
+    n = len(rows)
+    feh = np.array([r["feh"] for r in rows])
+    # ASSUMED: the benchmark series gives no Mg or Al; put the stars on the disc sequences
+    mg = np.where(feh > -0.7, low_alpha_mg(feh), 0.30)
+    al = 0.8 * mg + 0.02
+    nan = np.full(n, np.nan)
+    return {"teff": np.array([r["teff"] for r in rows]), "logg": np.array([r["logg"] for r in rows]),
+            "feh": feh, "mg_fe": mg, "al_fe": al, "state": np.full(n, "benchmark"),
+            "ra": nan, "dec": nan, "distance_pc": nan,
+            "cluster": np.array([r["name"] for r in rows]), "population": np.full(n, "benchmark")}
+
+
+def make_catalogue(cfg: SurveyConfig) -> dict:
+    """Draw the whole survey catalogue (no spectra yet).
+
+    Returns
+    -------
+    dict of ndarray
+        One entry per column; see :mod:`helpers.dataset` for how it is stored.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
+    field_stars = sample_field_stars(cfg.n_field, rng, cfg.galaxy)
+    parts = [("field", {**{k: field_stars[k] for k in ("teff", "logg", "feh", "mg_fe", "al_fe",
+                                                        "state", "ra", "dec", "distance_pc",
+                                                        "population")},
+                        "cluster": np.full(cfg.n_field, "")})]
+    if cfg.n_open_clusters:
+        parts.append(("open_cluster", _open_clusters(cfg, rng)))
+    if cfg.n_globular_clusters:
+        parts.append(("globular_cluster", _globular_clusters(cfg, rng)))
+    if cfg.benchmarks:
+        b = _benchmarks(rng)
+        parts.append(("benchmark", b))
+        parts.append(("benchmark", {k: v.copy() for k, v in b.items()}))
+    cat: dict[str, list] = {}
+    group = []
+    for name, p in parts:
+        n = len(p["teff"])
+        group += [name] * n
+        for k, v in p.items():
+            cat.setdefault(k, []).append(np.asarray(v))
+    cat = {k: np.concatenate(v) for k, v in cat.items()}
+    n = len(cat["teff"])
+    cat["group"] = np.array(group)
+
+    # positions
+    gcen = galactocentric(np.nan_to_num(cat["ra"]), np.nan_to_num(cat["dec"]),
+                          np.nan_to_num(cat["distance_pc"], nan=1.0))
+    has_pos = np.isfinite(cat["ra"])
+    cat["R_kpc"] = np.where(has_pos, gcen["R"], np.nan)
+    cat["z_kpc"] = np.where(has_pos, gcen["z"], np.nan)
+
+    # S/N: log-normal, higher for brighter (closer, giant) stars; benchmarks once at 250
+    snr = cfg.snr_median * np.exp(rng.normal(0, 0.55, n))
+    is_b = cat["group"] == "benchmark"
+    first_b = np.zeros(n, bool)
+    if is_b.any():
+        idx = np.nonzero(is_b)[0]
+        first_b[idx[: len(idx) // 2]] = True
+    snr = np.where(first_b, 250.0, snr)
+    snr = np.clip(snr, cfg.snr_min, cfg.snr_max)
+
+    # nuisances
+    vmic = default_vmic(cat["teff"], cat["logg"]) + rng.normal(0, 0.1, n)
+    dwarf_hot = (cat["logg"] > 3.5) & (cat["teff"] > 6200)
+    vsini = np.abs(rng.normal(0, 2.5, n)) + np.where(dwarf_hot, rng.uniform(0, 12, n), 0.0)
+    rv = rng.normal(0, 1.0, n)
+
+    # injected defects (benchmarks and cluster stars are left clean)
+    defect = np.full(n, "none", dtype=object)
+    eligible = np.nonzero(cat["group"] == "field")[0]
+    n_bad = int(round(cfg.bad_fraction * len(eligible)))
+    bad = rng.choice(eligible, size=n_bad, replace=False) if n_bad else np.array([], int)
+    defect[bad] = np.array(DEFECTS)[np.arange(n_bad) % len(DEFECTS)]
+    defect = defect.astype(str)
+    snr = np.where(defect == "low_snr", rng.uniform(2.0, 6.0, n), snr)
+    vsini = np.where(defect == "fast_rotator", rng.uniform(40, 150, n), vsini)
+    rv = np.where(defect == "rv_error", rng.choice([-1, 1], n) * rng.uniform(15, 80, n), rv)
+
+    # survey labels: truth plus errors that shrink with S/N; defective spectra are measured worse
+    floor = np.array([45.0, 0.08, 0.04, 0.04, 0.05])
+    scale = np.array([2200.0, 3.0, 1.6, 1.6, 2.6])
+    err = floor[None, :] + scale[None, :] / snr[:, None]
+    worse = np.where(defect == "none", 1.0, 2.5)[:, None]
+    truth = np.column_stack([cat[k] for k in LABELS])
+    survey = truth + rng.normal(0, 1, truth.shape) * err * worse
+    flag = np.zeros(n, int)
+    no_al = (cat["teff"] > 6400) | (cat["feh"] < -2.0) | (snr < 12)
+    no_mg = snr < 10
+    flag |= np.where(no_al, FLAG_BITS["no_al"], 0) | np.where(no_mg, FLAG_BITS["no_mg"], 0)
+    flag |= np.where(snr < 10, FLAG_BITS["low_snr"], 0)
+    survey[no_al, 4] = np.nan
+    err[no_al, 4] = np.nan
+    survey[no_mg, 3] = np.nan
+    err[no_mg, 3] = np.nan
+
+    out = {
+        "star_id": np.array([f"SIM-{i:06d}" for i in range(n)]),
+        "cname": cname(cat["ra"], cat["dec"]),
+        "group": cat["group"], "cluster": cat["cluster"], "population": cat["population"],
+        "state": cat["state"], "benchmark_mg_al_assumed": is_b,
+    }
+    for j, k in enumerate(LABELS):
+        out[f"truth_{k}"] = truth[:, j]
+    out.update({"truth_vmic": vmic, "truth_vsini": vsini, "truth_rv": rv})
+    for j, k in enumerate(LABELS):
+        out[f"survey_{k}"] = survey[:, j]
+        out[f"survey_e_{k}"] = err[:, j]
+    out.update({"survey_flag": flag, "snr": snr, "defect": defect, "ra": cat["ra"],
+                "dec": cat["dec"], "distance_pc": cat["distance_pc"], "R_kpc": cat["R_kpc"],
+                "z_kpc": cat["z_kpc"]})
+    return out
+
+
+# --------------------------------------------------------------------------- spectra
+def _apply_defects(flux, ivar, defects, wave, rng):
+    """Modify rendered, noisy spectra in place for the spectrum-level defects."""
+    n_pix = flux.shape[1]
+    for i, kind in enumerate(defects):
+        if kind == "spike":
+            k = rng.integers(3, 15)
+            pos = rng.integers(0, n_pix - 2, k)
+            amp = rng.uniform(0.4, 3.0, k)
+            flux[i, pos] += amp
+            flux[i, pos + 1] += 0.3 * amp
+        elif kind == "missing":
+            for _ in range(rng.integers(1, 4)):
+                start = rng.integers(0, n_pix - 600)
+                width = rng.integers(60, 600)
+                flux[i, start:start + width] = 0.0
+                ivar[i, start:start + width] = 0.0
+
+
+def _continuum_and_emission(flux, defects, wave, rng):
+    """Defects applied to the noise-free flux: broken continuum and emission lines."""
+    x = (wave - wave.mean()) / np.ptp(wave)
+    for i, kind in enumerate(defects):
+        if kind == "continuum":
+            c = 1 + rng.uniform(0.08, 0.3) * rng.choice([-1, 1]) * x \
+                + rng.uniform(-0.25, 0.25) * (x ** 2 - 0.08) \
+                + rng.uniform(0.02, 0.08) * np.sin(2 * np.pi * rng.uniform(3, 12) * x + rng.uniform(0, 6))
+            flux[i] *= c
+        elif kind == "emission":
+            centres = [8498.02, 8542.09, 8662.14]  # chromospheric Ca II triplet cores
+            extra = list(rng.uniform(wave.min(), wave.max(), rng.integers(0, 4)))
+            for c0 in centres + extra:
+                flux[i] += rng.uniform(0.3, 1.2) * np.exp(-0.5 * ((wave - c0) / rng.uniform(0.15, 0.5)) ** 2)
+
+
+def _render_survey_chunk(task):
+    """Render, damage and add noise to one chunk (a top-level function, so workers can run it)."""
+    fm, seed, c, sl, labels, nuis, defects, snr, chunk = task
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1, c]))
+    flux = fm.render(labels, nuis, chunk=chunk)
+    binary = np.nonzero(defects == "binary")[0]
+    if binary.size:
+        comp = labels[binary].copy()
+        comp[:, 0] = np.clip(comp[:, 0] - rng.uniform(0, 900, binary.size), 3900, 7000)
+        comp[:, 1] = np.clip(comp[:, 1] + rng.uniform(0, 0.4, binary.size), 0.8, 4.75)
+        cn = nuis[binary].copy()
+        cn[:, 2] += rng.choice([-1, 1], binary.size) * rng.uniform(25, 70, binary.size)
+        ratio = rng.uniform(0.4, 1.0, binary.size)[:, None]
+        flux[binary] = (flux[binary] + ratio * fm.render(comp, cn, chunk=chunk)) / (1 + ratio)
+    _continuum_and_emission(flux, defects, fm.grid.wave, rng)
+    noisy, sigma = add_noise(flux, snr, rng)
+    ivar = (1.0 / sigma ** 2).astype(np.float32)
+    _apply_defects(noisy, ivar, defects, fm.grid.wave, rng)
+    return sl, noisy, ivar
+
+
+class _SerialExecutor:
+    """Stand-in for a process pool when one worker is asked for."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, tasks):
+        return map(fn, tasks)
+
+
+def generate_survey(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None, log=print,
+                    overwrite: bool = True) -> dict:
+    """Render and write the simulated survey (the observed set) to ``out_path``.
+
+    Returns
+    -------
+    dict
+        ``catalogue`` (the columns written), ``seconds`` (wall time of rendering and
+        writing), ``path``.
+    """
+    fm = fm or ForwardModel()
+    t0 = time.perf_counter()
+    cat = make_catalogue(cfg)
+    n = len(cat["star_id"])
+    labels = np.column_stack([cat[f"truth_{k}"] for k in LABELS])
+    nuis = np.column_stack([cat["truth_vmic"], cat["truth_vsini"], cat["truth_rv"]])
+    wave = fm.grid.wave
+    provenance = {"generator": GENERATOR, "generator_version": __version__, "source": "simulated",
+                  "seed": cfg.seed, "parameters": cfg.as_dict(),
+                  "calibration": fm.cal.fit, "n_lines": len(fm.lines)}
+
+    n_chunks = (n + cfg.chunk - 1) // cfg.chunk
+    with DatasetWriter(out_path, fm.grid, n, provenance, overwrite=overwrite) as w:
+        w.write_catalogue(cat)
+        tasks = []
+        for c in range(n_chunks):
+            sl = slice(c * cfg.chunk, min((c + 1) * cfg.chunk, n))
+            tasks.append((fm, cfg.seed, c, sl, labels[sl], nuis[sl], cat["defect"][sl],
+                          cat["snr"][sl], cfg.chunk))
+        if cfg.n_workers > 1:
+            ctx = multiprocessing.get_context("fork")
+            ex = ProcessPoolExecutor(cfg.n_workers, mp_context=ctx)
+        else:
+            ex = _SerialExecutor()
+        with ex:
+            for k, (sl, noisy, ivar) in enumerate(ex.map(_render_survey_chunk, tasks)):
+                w.write_rows(sl.start, noisy, ivar)
+                if log and (k + 1) % max(1, n_chunks // 5) == 0:
+                    log(f"  rendered {sl.stop}/{n} spectra")
+    return {"catalogue": cat, "seconds": time.perf_counter() - t0, "path": out_path}
+
+
+def select_training(cat: dict, cfg: SurveyConfig) -> np.ndarray:
+    """Rows that pass the training-set quality cuts (sorted indices).
+
+    Field and open-cluster stars with all five survey labels, S/N at least
+    ``cfg.train_snr_min`` and a survey Teff error below ``cfg.train_max_e_teff``.
+    Globular-cluster and benchmark stars are kept out of training: chapter 05
+    validates on them.
+    """
+    complete = np.all(np.column_stack([np.isfinite(cat[f"survey_{k}"]) for k in LABELS]), axis=1)
+    ok = (complete & (cat["snr"] >= cfg.train_snr_min)
+          & (cat["survey_e_teff"] < cfg.train_max_e_teff)
+          & np.isin(cat["group"], ["field", "open_cluster"]))
+    return np.nonzero(ok)[0]

@@ -148,11 +148,11 @@ class GalaxyModel:
     state_fractions: dict = field(default_factory=lambda: {
         "MS": 0.42, "TO": 0.16, "SGB": 0.08, "RGB": 0.24, "RC": 0.10})
     v_bright: float = 13.0
-    v_faint: float = 17.5
+    v_faint: float = 17.0
     v_bright_giants: float = 11.0
-    v_faint_giants: float = 14.5
-    min_abs_b: float = 10.0
-    max_abs_b: float = 50.0
+    v_faint_giants: float = 14.0
+    min_abs_b: float = 5.0
+    max_abs_b: float = 35.0
     n_fields: int = 80
 
     def as_dict(self) -> dict:

@@ -406,7 +406,7 @@ def _execute(nb: Path, out_partial: Path, parameters: dict, run_dir: Path,
     cmd = [sys.executable, "-m", "papermill", str(nb), str(out_partial), "-f", params_file,
            "--cwd", str(run_dir), "--no-progress-bar", "--log-level", "WARNING"]
     env = dict(os.environ)
-    env.setdefault("MPLBACKEND", "agg")
+    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures as PNG in the notebook
     env["PYTHONHASHSEED"] = "0"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)

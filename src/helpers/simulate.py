@@ -613,3 +613,17 @@ def depth_rms_table(comparison: list[dict]) -> dict:
             if d.size:
                 out[(star, setup)] = (float(np.sqrt(np.mean(d ** 2))), int(d.size))
     return out
+
+
+def write_depth_comparison(path, comparison: list[dict]) -> None:
+    """Write :func:`depth_comparison` rows as CSV (atomically)."""
+    import csv
+
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["star", "setup", "ref_row", "species", "wave_A", "turbospectrum_depth", "model_depth"])
+        for c in comparison:
+            w.writerow([c["star"], c["setup"], c["ref"], c["species"], f"{c['wave']:.3f}",
+                        f"{c['depth']:.4f}", f"{c['model']:.4f}"])

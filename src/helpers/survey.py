@@ -88,6 +88,24 @@ class SurveyConfig:
     n_workers: int = 2
     galaxy: GalaxyModel = field(default_factory=GalaxyModel)
 
+    def __post_init__(self):
+        checks = [
+            ("n_field", self.n_field >= 1, "at least 1"),
+            ("n_open_clusters", self.n_open_clusters >= 0, "0 or more"),
+            ("members_per_oc", self.members_per_oc >= 1, "at least 1"),
+            ("n_globular_clusters", 0 <= self.n_globular_clusters <= len(GLOBULARS),
+             f"between 0 and {len(GLOBULARS)}"),
+            ("members_per_gc", self.members_per_gc >= 1, "at least 1"),
+            ("snr_min", 0 < self.snr_min < self.snr_max, "positive and below snr_max"),
+            ("snr_median", self.snr_min <= self.snr_median <= self.snr_max, "within [snr_min, snr_max]"),
+            ("bad_fraction", 0.0 <= self.bad_fraction <= 0.5, "between 0 and 0.5"),
+            ("chunk", self.chunk >= 1, "at least 1"),
+            ("n_workers", self.n_workers >= 1, "at least 1"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise ValueError(f"survey parameter {name} = {getattr(self, name)!r} must be {what}")
+
     def as_dict(self) -> dict:
         """Parameters that shape the data (``n_workers`` does not, so it is left out)."""
         d = asdict(self)
@@ -455,3 +473,34 @@ def select_training(cat: dict, cfg: SurveyConfig) -> np.ndarray:
           & (cat["survey_e_teff"] < cfg.train_max_e_teff)
           & np.isin(cat["group"], ["field", "open_cluster"]))
     return np.nonzero(ok)[0]
+
+
+def counts(cat: dict) -> dict:
+    """Number of spectra per group, per injected defect and per population."""
+    out = {"total": int(len(cat["star_id"]))}
+    for col in ("group", "defect", "population"):
+        vals, n = np.unique(cat[col], return_counts=True)
+        out[col] = {str(v): int(k) for v, k in zip(vals, n)}
+    return out
+
+
+def defect_examples(cat: dict, rng_seed: int = 0) -> dict:
+    """Row index of one example spectrum per defect kind present (plus a clean one as ``none``)."""
+    rng = np.random.default_rng(rng_seed)
+    out = {}
+    for kind in ("none",) + DEFECTS:
+        rows = np.nonzero(cat["defect"] == kind)[0]
+        if rows.size:
+            out[kind] = int(rng.choice(rows))
+    return out
+
+
+def survey_config_from_parameters(p: dict) -> SurveyConfig:
+    """Build a :class:`SurveyConfig` from notebook parameters (names as in notebook 01)."""
+    return SurveyConfig(
+        n_field=p["n_field"], n_open_clusters=p["n_open_clusters"],
+        members_per_oc=p["members_per_oc"], n_globular_clusters=p["n_globular_clusters"],
+        members_per_gc=p["members_per_gc"], benchmarks=p["include_benchmarks"],
+        snr_median=p["snr_median"], snr_min=p["snr_min"], snr_max=p["snr_max"],
+        bad_fraction=p["bad_fraction"], train_snr_min=p["train_snr_min"],
+        train_max_e_teff=p["train_max_e_teff"], seed=p["seed"], n_workers=p["n_workers"])

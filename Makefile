@@ -1,0 +1,36 @@
+# The two commands of the README: `make book` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= default
+STAMP := $(VENV)/.installed
+
+.PHONY: book test env pipeline clean help
+
+help:
+	@echo "make book   - environment, pipeline ($(PROFILE) profile), HTML book"
+	@echo "make test   - environment, then the whole test suite"
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (e.g. apt-get install python3.11 python3.11-venv) or pass PYTHON=..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+env: $(STAMP)
+
+pipeline: env
+	$(PY) -m helpers.pipeline --profile $(PROFILE)
+
+book: pipeline
+	$(PY) -m helpers.book --profile $(PROFILE)
+
+test: env
+	$(PY) -m pytest -q -ra
+
+clean:
+	rm -rf book/_build runs/*/book_src

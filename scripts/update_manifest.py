@@ -1,0 +1,41 @@
+"""Regenerate the simulated survey of a profile and record its checksums in data_manifest.yaml.
+
+Usage::
+
+    python scripts/update_manifest.py --profile quick
+    python scripts/update_manifest.py --profile default
+
+It runs notebook 01 through the pipeline runner (so the parameters are exactly
+the profile's) and then writes the SHA-256 of the files it made.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from helpers import paths, pipeline
+from helpers.manifest import record_simulated
+from helpers.survey import GENERATOR
+from helpers.dataset import read_catalogue
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", required=True)
+    args = ap.parse_args(argv)
+    plans = pipeline.run_pipeline(args.profile, only="01_prepare_data")
+    values = plans[0].parameters
+    run_dir = paths.run_dir(args.profile)
+    files = {"observed.h5": run_dir / values["out_observed"],
+             "training.h5": run_dir / values["out_training"]}
+    _, prov = read_catalogue(files["observed.h5"])
+    record_simulated(values["manifest_name"], prov["parameters"], prov["seed"], GENERATOR,
+                     prov["generator_version"], files,
+                     description=f"simulated GIRAFFE HR10+HR21 survey of the '{args.profile}' profile")
+    print(json.dumps({k: str(v) for k, v in files.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""House style and reusable figures.
+
+Every function returns the :class:`matplotlib.figure.Figure` it made, so a
+notebook cell stays one line. Colours are from the colour-blind-safe
+Okabe–Ito palette; sizes suit both the HTML book and print.
+"""
+from __future__ import annotations
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+
+from . import LABEL_TEX, LABELS
+
+__all__ = ["use_style", "SPECIES_COLOURS", "spectra_with_lines", "line_response",
+           "depth_check", "kiel", "label_histograms", "snr_histogram", "defect_gallery",
+           "galactic_positions", "abundance_plane", "survey_vs_truth"]
+
+OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+#: Colours of the species marked on spectra.
+SPECIES_COLOURS = {"Mg I": "#D55E00", "Al I": "#0072B2", "Fe I": "#009E73", "Fe II": "#009E73",
+                   "Ca II": "#CC79A7", "Ca I": "#CC79A7", "H I": "#E69F00"}
+
+
+def use_style() -> None:
+    """Apply the book's matplotlib style (call once per notebook)."""
+    mpl.rcParams.update({
+        "figure.dpi": 110, "savefig.dpi": 150, "figure.figsize": (8, 4.5),
+        "font.size": 10, "axes.labelsize": 10, "axes.titlesize": 10, "legend.fontsize": 8,
+        "axes.spines.top": False, "axes.spines.right": False,
+        "axes.prop_cycle": mpl.cycler(color=OKABE_ITO[1:] + OKABE_ITO[:1]),
+        "image.cmap": "viridis", "figure.constrained_layout.use": True,
+        "text.usetex": False,
+    })
+
+
+def _mark_lines(ax, lines, species, ymin, ymax):
+    lo, hi = ax.get_xlim()
+    for r in lines:
+        if r["species"] in species and lo <= r["wavelength_air_A"] <= hi:
+            ax.axvline(r["wavelength_air_A"], ymin=0.0, ymax=0.08, color=SPECIES_COLOURS.get(r["species"], "k"),
+                       lw=1.5)
+
+
+def spectra_with_lines(wave, fluxes, names, windows, ref_lines, offset=0.6):
+    """Example spectra in several wavelength windows with key lines marked.
+
+    Parameters
+    ----------
+    wave : ndarray, Å
+    fluxes : list of ndarray
+    names : list of str
+        Legend entries.
+    windows : list of (float, float, str)
+        (start Å, end Å, title) of each panel.
+    ref_lines : list of dict
+        Rows of ``lines_strong.csv``; Mg I, Al I, Fe I, Ca II and H I are marked.
+    """
+    fig, axes = plt.subplots(len(windows), 1, figsize=(9, 2.3 * len(windows)))
+    axes = np.atleast_1d(axes)
+    for ax, (a, b, title) in zip(axes, windows):
+        m = (wave >= a) & (wave <= b)
+        for k, (f, name) in enumerate(zip(fluxes, names)):
+            ax.plot(wave[m], f[m] + offset * (len(fluxes) - 1 - k), lw=0.7, label=name)
+        ax.set_xlim(a, b)
+        ax.set_title(title, loc="left")
+        ax.set_ylabel("flux + offset")
+        _mark_lines(ax, ref_lines, SPECIES_COLOURS, 0, 1)
+        for r in ref_lines:
+            if r["species"] in ("Mg I", "Al I", "Ca II", "H I") and a <= r["wavelength_air_A"] <= b:
+                ax.annotate(r["species"], (r["wavelength_air_A"], ax.get_ylim()[0]), fontsize=7,
+                            color=SPECIES_COLOURS[r["species"]], rotation=90, va="bottom",
+                            xytext=(2, 12), textcoords="offset points")
+    axes[-1].set_xlabel("air wavelength [Å]")
+    axes[0].legend(loc="upper right", ncol=len(names))
+    return fig
+
+
+def line_response(wave, panels):
+    """Small multiples: how a line region responds to one label.
+
+    Parameters
+    ----------
+    panels : list of dict
+        Each with ``window`` (a, b), ``title``, ``fluxes`` (list of arrays) and
+        ``labels`` (legend entries).
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0))
+    for ax, p in zip(np.atleast_1d(axes), panels):
+        a, b = p["window"]
+        m = (wave >= a) & (wave <= b)
+        cmap = plt.get_cmap("viridis")
+        for k, (f, lab) in enumerate(zip(p["fluxes"], p["labels"])):
+            ax.plot(wave[m], f[m], color=cmap(k / max(1, len(p["fluxes"]) - 1)), lw=1, label=lab)
+        ax.set_title(p["title"], loc="left")
+        ax.set_xlabel("wavelength [Å]")
+        ax.legend(fontsize=7)
+    np.atleast_1d(axes)[0].set_ylabel("normalised flux")
+    return fig
+
+
+def depth_check(comparison, rms_table):
+    """Forward-model versus Turbospectrum central depths of the reference lines."""
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4), sharex=True, sharey=True)
+    titles = {"sun": "Sun-like dwarf (5777/4.44/0.0)", "giant": "giant (4500/2.5/0.0)",
+              "mp_giant": "metal-poor giant (4800/2.0/−1.0)"}
+    for ax, star in zip(axes, titles):
+        rows = [c for c in comparison if c["star"] == star]
+        for setup, mk in (("HR10", "o"), ("HR21", "s")):
+            sel = [c for c in rows if c["setup"] == setup]
+            ax.scatter([c["depth"] for c in sel], [c["model"] for c in sel], s=14, marker=mk,
+                       label=f"{setup}: rms {rms_table[(star, setup)][0]:.3f}")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.7)
+        ax.set_title(titles[star], loc="left")
+        ax.set_xlabel("Turbospectrum depth")
+        ax.legend()
+    axes[0].set_ylabel("forward-model depth")
+    return fig
+
+
+def kiel(teff, logg, colour, colour_label, ax=None, s=3):
+    """Kiel diagram (Teff against log g, both axes reversed)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 4))
+    sc = ax.scatter(teff, logg, c=colour, s=s, rasterized=True)
+    ax.set_xlim(7200, 3700)
+    ax.set_ylim(5.0, 0.5)
+    ax.set_xlabel(LABEL_TEX["teff"])
+    ax.set_ylabel(LABEL_TEX["logg"])
+    plt.colorbar(sc, ax=ax, label=colour_label)
+    return fig or ax.figure
+
+
+def label_histograms(label_sets: dict):
+    """Histograms of the five labels for several samples (``{name: (n, 5) array}``)."""
+    fig, axes = plt.subplots(1, 5, figsize=(12, 2.6))
+    for j, (ax, k) in enumerate(zip(axes, LABELS)):
+        for name, lab in label_sets.items():
+            v = lab[:, j][np.isfinite(lab[:, j])]
+            ax.hist(v, bins=40, histtype="step", density=True, label=name)
+        ax.set_xlabel(LABEL_TEX[k])
+    axes[0].set_ylabel("density")
+    axes[0].legend()
+    return fig
+
+
+def snr_histogram(snr_sets: dict, cut=None):
+    """S/N per pixel histograms on a log axis, with the training cut marked."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    bins = np.geomspace(1, 300, 40)
+    for name, snr in snr_sets.items():
+        ax.hist(snr, bins=bins, histtype="step", label=name)
+    if cut is not None:
+        ax.axvline(cut, color="k", ls="--", lw=0.8, label=f"training cut S/N ≥ {cut:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("S/N per pixel")
+    ax.set_ylabel("spectra")
+    ax.legend()
+    return fig
+
+
+def defect_gallery(wave, examples: dict, clean=None, window=(8480, 8900)):
+    """One example spectrum per injected defect kind (``{kind: flux}``) in a window."""
+    kinds = list(examples)
+    ncol = 2
+    nrow = int(np.ceil(len(kinds) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(10, 1.7 * nrow), sharex=True)
+    m = (wave >= window[0]) & (wave <= window[1])
+    for ax, k in zip(axes.ravel(), kinds):
+        if clean is not None:
+            ax.plot(wave[m], clean[m], color="0.7", lw=0.6)
+        ax.plot(wave[m], examples[k][m], lw=0.6)
+        ax.set_title(k, loc="left")
+        ax.set_ylim(-0.1, 2.0)
+    for ax in axes.ravel()[len(kinds):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("wavelength [Å]")
+    return fig
+
+
+def galactic_positions(R, z, population):
+    """Galactocentric R–z positions coloured by population."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for pop in ("thin", "thick", "halo"):
+        m = population == pop
+        ax.scatter(R[m], z[m], s=2, label=f"{pop} ({m.sum()})", rasterized=True)
+    ax.set_xlabel("R [kpc]")
+    ax.set_ylabel("z [kpc]")
+    ax.legend(markerscale=4)
+    return fig
+
+
+def abundance_plane(feh, xfe, ylabel, colour=None, ax=None, title=None):
+    """[X/Fe] against [Fe/H] as a 2-D histogram (or points coloured by ``colour``)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    m = np.isfinite(feh) & np.isfinite(xfe)
+    if colour is None:
+        ax.hexbin(feh[m], xfe[m], gridsize=45, mincnt=1, bins="log", extent=(-2.6, 0.6, -0.4, 0.8))
+    else:
+        ax.scatter(feh[m], xfe[m], c=colour[m], s=3)
+    ax.set_xlabel(LABEL_TEX["feh"])
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, loc="left")
+    return fig or ax.figure
+
+
+def survey_vs_truth(truth, survey):
+    """Survey label minus truth for the five labels (histograms, with the robust scatter)."""
+    fig, axes = plt.subplots(1, 5, figsize=(12, 2.4))
+    for j, (ax, k) in enumerate(zip(axes, LABELS)):
+        d = (survey[:, j] - truth[:, j])
+        d = d[np.isfinite(d)]
+        lim = np.percentile(np.abs(d), 99) if d.size else 1
+        ax.hist(d, bins=50, range=(-lim, lim), histtype="stepfilled", alpha=0.7)
+        ax.set_xlabel("survey − truth, " + LABEL_TEX[k])
+    axes[0].set_ylabel("stars")
+    return fig

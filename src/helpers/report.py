@@ -1,0 +1,49 @@
+"""Small helpers to show numbers and tables from the run in the book."""
+from __future__ import annotations
+
+from IPython.display import Markdown
+
+__all__ = ["md_table", "glue_value", "glue_figure"]
+
+
+def md_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] | None = None) -> Markdown:
+    """A Markdown table for display or ``glue``.
+
+    Parameters
+    ----------
+    rows : list of dict
+    columns : dict
+        ``{key: header}`` in display order.
+    formats : dict, optional
+        ``{key: format spec}``, e.g. ``{"rms": ".3f"}``.
+    """
+    formats = formats or {}
+    head = "| " + " | ".join(columns.values()) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = []
+    for r in rows:
+        cells = []
+        for k in columns:
+            v = r.get(k, "")
+            cells.append(format(v, formats[k]) if k in formats and v not in ("", None) else str(v))
+        body.append("| " + " | ".join(cells) + " |")
+    return Markdown("\n".join([head, sep, *body]))
+
+
+def glue_value(name: str, value) -> None:
+    """Glue a number or short text for ``{glue:text}`` (numpy scalars become Python numbers)."""
+    import numpy as np
+    from myst_nb import glue
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    glue(name, value, display=False)
+
+
+def glue_figure(name: str, fig) -> None:
+    """Glue a figure for ``{glue:figure}`` and close it, so it is not shown twice."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
+    plt.close(fig)

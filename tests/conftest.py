@@ -1,0 +1,21 @@
+"""Shared fixtures: a tiny simulated survey written once per test session."""
+from __future__ import annotations
+
+import pytest
+
+from helpers import survey
+
+
+def tiny_config(**kw) -> survey.SurveyConfig:
+    base = dict(n_field=120, n_open_clusters=2, members_per_oc=6, n_globular_clusters=2,
+                members_per_gc=8, benchmarks=True, bad_fraction=0.2, seed=11, chunk=64, n_workers=1)
+    base.update(kw)
+    return survey.SurveyConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_survey(tmp_path_factory):
+    cfg = tiny_config()
+    path = tmp_path_factory.mktemp("survey") / "observed.h5"
+    result = survey.generate_survey(cfg, path, log=None)
+    return cfg, path, result["catalogue"]

@@ -1,0 +1,38 @@
+"""Data manifest: safe loading and drift checks."""
+from __future__ import annotations
+
+import pytest
+
+from helpers import manifest
+
+
+def test_repository_manifest_loads():
+    m = manifest.load_manifest()
+    assert "simulated" in m
+
+
+def test_check_and_record(tmp_path):
+    mpath = tmp_path / "m.yaml"
+    mpath.write_text("# header line\nsimulated: {}\n")
+    f = tmp_path / "a.h5"
+    f.write_bytes(b"abc")
+    params = {"n": 1}
+    rows = manifest.check_simulated(manifest.load_manifest(mpath), "x", params, {"a.h5": f}, "0.1")
+    assert rows[0]["status"] == "not declared"
+    manifest.record_simulated("x", params, 1, "gen", "0.1", {"a.h5": f}, "test", path=mpath)
+    assert mpath.read_text().startswith("# header line")
+    m = manifest.load_manifest(mpath)
+    assert manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.1")[0]["status"] == "match"
+    f.write_bytes(b"abd")
+    assert manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.1")[0]["status"] == "drift"
+    assert manifest.check_simulated(m, "x", {"n": 2}, {"a.h5": f}, "0.1")[0]["status"] == "not comparable"
+    assert manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.2")[0]["status"] == "not comparable"
+
+
+def test_not_a_manifest(tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("- a list\n")
+    with pytest.raises(ValueError, match="not a data manifest"):
+        manifest.load_manifest(p)
+    with pytest.raises(FileNotFoundError):
+        manifest.load_manifest(tmp_path / "none.yaml")

@@ -1,0 +1,48 @@
+"""Notebook hygiene: one parameters cell, no outputs, documented parameters, all in the book."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import book, paths, pipeline
+
+NOTEBOOKS = sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_parameters_cell_and_no_outputs(nb):
+    data = json.loads(nb.read_text())
+    cells = data["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    for c in cells:
+        if c["cell_type"] == "code":
+            assert c.get("outputs") == [] and c.get("execution_count") is None, "strip outputs"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_are_commented_and_paths_relative(nb):
+    params = pipeline.notebook_parameters(nb)
+    data = json.loads(nb.read_text())
+    cell = next(c for c in data["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    src = "".join(cell["source"])
+    for line in src.splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert "#" in line, f"parameter line without a comment: {line}"
+    assert "seed" in params
+    for name, spec in params.items():
+        if name.startswith(("in_", "out_")):
+            assert spec["type"] == "str" and not spec["default"].startswith("/")
+
+
+def test_every_notebook_is_a_chapter_of_the_book():
+    chapters = [f for f in book.chapter_files() if f.startswith("chapters/")]
+    assert [c.split("/", 1)[1] for c in chapters] == [p.stem for p in NOTEBOOKS]
+
+
+def test_profiles_resolve_for_every_notebook():
+    for profile in ("quick", "default", "paper"):
+        prof = pipeline.load_profile(profile)
+        resolved = pipeline.resolve_parameters(NOTEBOOKS, prof, {})
+        assert set(resolved) == {p.stem for p in NOTEBOOKS}

@@ -1,0 +1,93 @@
+"""The simulated survey: reproducibility, defects, clusters, labels, training cuts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import LABELS, dataset, survey
+from helpers.fileio import sha256_file
+
+from conftest import tiny_config
+
+
+def test_same_seed_same_file_other_seed_other_file(tiny_survey, tmp_path):
+    cfg, path, _ = tiny_survey
+    again = survey.generate_survey(tiny_config(n_workers=2), tmp_path / "again.h5", log=None)
+    assert sha256_file(again["path"]) == sha256_file(path)
+    other = survey.generate_survey(tiny_config(seed=12), tmp_path / "other.h5", log=None)
+    assert sha256_file(other["path"]) != sha256_file(path)
+
+
+def test_file_content(tiny_survey):
+    cfg, path, cat = tiny_survey
+    d = dataset.read_dataset(path)
+    n = len(cat["star_id"])
+    assert d.flux.shape == (n, 15940) and d.flux.dtype == np.float32
+    assert d.provenance["seed"] == cfg.seed and d.provenance["generator"] == survey.GENERATOR
+    assert np.isfinite(d.flux).all()
+    # truth and survey labels are both there and differ
+    t, s = d.labels("truth"), d.labels("survey")
+    assert t.shape == (n, 5)
+    ok = np.isfinite(s)
+    assert np.all(np.abs(t - s)[ok] > 0)
+
+
+def test_defects_at_known_rates(tiny_survey):
+    cfg, path, cat = tiny_survey
+    field = cat["group"] == "field"
+    n_bad = int(np.sum(cat["defect"][field] != "none"))
+    assert n_bad == round(cfg.bad_fraction * field.sum())
+    assert set(cat["defect"][cat["defect"] != "none"]) == set(survey.DEFECTS)
+    assert np.all(cat["defect"][~field] == "none")
+    d = dataset.read_dataset(path)
+    missing = np.nonzero(cat["defect"] == "missing")[0]
+    assert all((d.ivar[i] == 0).sum() >= 60 for i in missing)
+    clean = np.nonzero(cat["defect"] == "none")[0]
+    assert np.all(d.ivar[clean] > 0)
+    spikes = np.nonzero(cat["defect"] == "spike")[0]
+    assert all(d.flux[i].max() > 1.3 for i in spikes)
+    assert np.all(cat["snr"][cat["defect"] == "low_snr"] < 6.01)
+
+
+def test_clusters_and_benchmarks(tiny_survey):
+    _, _, cat = tiny_survey
+    for name in np.unique(cat["cluster"][cat["group"] == "open_cluster"]):
+        m = cat["cluster"] == name
+        for k in ("feh", "mg_fe", "al_fe"):
+            assert np.ptp(cat[f"truth_{k}"][m]) == 0  # chemically homogeneous
+    gc = cat["group"] == "globular_cluster"
+    r = np.corrcoef(cat["truth_al_fe"][gc], cat["truth_mg_fe"][gc])[0, 1]
+    assert r < -0.5  # Mg-Al anticorrelation
+    b = cat["group"] == "benchmark"
+    rows = survey.load_benchmarks()
+    assert b.sum() == 2 * len(rows)
+    assert np.sum(cat["snr"][b] == 250.0) == len(rows)
+    assert np.all(cat["benchmark_mg_al_assumed"][b]) and not np.any(cat["benchmark_mg_al_assumed"][~b])
+
+
+def test_gc_spread_follows_mass_and_metallicity():
+    big_poor = survey.gc_mgal_extent(-2.0, 6.0)
+    small_rich = survey.gc_mgal_extent(-0.7, 5.0)
+    assert big_poor > 0.8 and small_rich < 0.2
+
+
+def test_training_cuts(tiny_survey):
+    cfg, _, cat = tiny_survey
+    rows = survey.select_training(cat, cfg)
+    assert rows.size > 0 and np.all(np.diff(rows) > 0)
+    assert np.all(cat["snr"][rows] >= cfg.train_snr_min)
+    assert set(cat["group"][rows]) <= {"field", "open_cluster"}
+    for k in LABELS:
+        assert np.isfinite(cat[f"survey_{k}"][rows]).all()
+
+
+def test_cname_format():
+    c = survey.cname([150.123456, 10.0, np.nan], [-30.5, 5.25, 0.0])
+    assert c[0] == "10002962-3030000" and c[1] == "00400000+0515000" and c[2] == ""
+
+
+@pytest.mark.parametrize("kw, name", [({"snr_min": 300.0}, "snr_min"), ({"bad_fraction": 0.9}, "bad_fraction"),
+                                      ({"n_globular_clusters": 9}, "n_globular_clusters")])
+def test_bad_survey_parameters_are_refused(kw, name):
+    with pytest.raises(ValueError, match=name):
+        tiny_config(**kw)

@@ -17,7 +17,9 @@ import yaml
 from . import paths
 from .fileio import sha256_file, write_text
 
-__all__ = ["load_manifest", "parameters_digest", "check_simulated", "record_simulated"]
+__all__ = ["load_manifest", "parameters_digest", "check_simulated", "record_simulated",
+           "ChecksumError", "resolve_data_path", "real_entry", "verify_file", "register_real",
+           "verify_real_files"]
 
 
 def load_manifest(path: str | Path | None = None) -> dict:
@@ -97,3 +99,83 @@ def record_simulated(name: str, parameters: dict, seed: int, generator: str,
                 break
     body = yaml.safe_dump(data, sort_keys=False, width=100)
     write_text(path, "\n".join(header) + ("\n" if header else "") + body)
+
+
+# --------------------------------------------------------------------------- real data
+class ChecksumError(ValueError):
+    """A data file whose content does not match the checksum declared in the manifest."""
+
+
+def resolve_data_path(root, relative) -> Path:
+    """``root / relative``, refusing any path that escapes ``root`` (absolute paths, ``..``, links)."""
+    root = Path(root).resolve()
+    rel = Path(relative)
+    if rel.is_absolute():
+        raise ValueError(f"data path {relative} must be relative to the data folder {root}")
+    target = (root / rel).resolve()
+    if target != root and root not in target.parents:
+        raise ValueError(f"data path {relative} escapes the data folder {root}; refused")
+    return target
+
+
+def real_entry(manifest: dict, name: str) -> dict:
+    """The manifest's entry ``real.<name>``, with a clear error if it is not declared."""
+    entries = manifest.get("real") or {}
+    if name not in entries:
+        raise KeyError(f"data set '{name}' is not declared in the manifest; declared: {sorted(entries)}")
+    return entries[name]
+
+
+def verify_file(path, name: str, entry: dict, relative: str | None = None) -> str:
+    """Check one real data file against the manifest (SHA-256 computed with pooch).
+
+    Returns ``verified`` (checksum matches), or ``no checksum declared``.
+
+    Raises
+    ------
+    FileNotFoundError
+        With the manifest's instructions for obtaining the data.
+    ChecksumError
+        If a declared checksum does not match: the file is refused.
+    """
+    import pooch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing. How to get '{name}':\n{entry.get('how_to_get', '').strip()}")
+    expected = (entry.get("sha256") or {}).get(relative or path.name)
+    if not expected:
+        return "no checksum declared"
+    actual = pooch.file_hash(str(path), alg="sha256")
+    if actual != expected:
+        raise ChecksumError(f"{path} has SHA-256 {actual[:16]}..., the manifest declares {expected[:16]}...; "
+                            "the file is refused (re-download it, or re-register a new release with "
+                            "scripts/register_real_data.py)")
+    return "verified"
+
+
+def register_real(name: str, folder, pattern: str, path: str | Path | None = None) -> int:
+    """Record the SHA-256 of every file of a downloaded real data set in the manifest (pooch hashes)."""
+    import pooch
+
+    mpath = Path(path) if path else paths.MANIFEST
+    data = load_manifest(mpath)
+    entry = real_entry(data, name)
+    files = sorted(Path(folder).glob(pattern))
+    entry["sha256"] = {f.name: pooch.file_hash(str(f), alg="sha256") for f in files}
+    header = [ln for ln in mpath.read_text(encoding="utf-8").splitlines() if ln.startswith("#")]
+    write_text(mpath, "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False, width=100))
+    return len(files)
+
+
+def verify_real_files(manifest: dict, name: str, folder) -> list[dict]:
+    """Verify every file of real data set ``name`` found in ``folder`` (see :func:`verify_file`).
+
+    Returns one row per file (``file``, ``status``); raises on the first checksum mismatch.
+    """
+    entry = real_entry(manifest, name)
+    files = sorted(Path(folder).glob(entry.get("pattern", "*")))
+    if not files:
+        raise FileNotFoundError(f"no files matching {entry.get('pattern')} in {folder}. How to get "
+                                f"'{name}':\n{entry.get('how_to_get', '').strip()}")
+    return [{"file": f.name, "status": verify_file(f, name, entry)} for f in files]

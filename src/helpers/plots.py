@@ -220,3 +220,11 @@ def survey_vs_truth(truth, survey):
         ax.set_xlabel("survey − truth, " + LABEL_TEX[k])
     axes[0].set_ylabel("stars")
     return fig
+
+
+def unavailable(message: str, figsize=(6, 1.2)):
+    """A small figure that states why a panel cannot be drawn for this data (e.g. no truth)."""
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    return fig

@@ -109,3 +109,123 @@ def giraffe_grid(setups=("HR10", "HR21"), step: float = 0.05) -> Grid:
         used.append(s)
         start += n
     return Grid(np.concatenate(waves), tuple(used), tuple(bounds), step)
+
+
+# --------------------------------------------------------------------------- preprocessing
+def to_rest_frame(wave, vrad_kms: float):
+    """Shift observed wavelengths [Å] to the rest frame of a star moving at ``vrad_kms`` [km/s]."""
+    return np.asarray(wave, float) / (1.0 + vrad_kms / C_KMS)
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    mid = 0.5 * (centres[1:] + centres[:-1])
+    return np.concatenate([[centres[0] - (mid[0] - centres[0])], mid,
+                           [centres[-1] + (centres[-1] - mid[-1])]])
+
+
+def resample(wave_in, flux, err, wave_out, mask=None, min_coverage: float = 0.5):
+    """Flux-conserving resampling onto ``wave_out``, with the errors propagated.
+
+    Each output pixel gets the mean flux over its extent, computed from the
+    overlaps with the input pixels (a sparse weight matrix ``W``); the
+    variance is ``W² @ var``. Masked input pixels carry no weight; an output
+    pixel less than ``min_coverage`` covered by good input is masked.
+
+    Parameters
+    ----------
+    wave_in : array, Å, strictly increasing
+    flux, err : array
+        Same length as ``wave_in``; ``err`` is the 1-σ error.
+    wave_out : array, Å, strictly increasing
+    mask : array of bool, optional
+        True marks a bad input pixel.
+
+    Returns
+    -------
+    flux_out, ivar_out : ndarray (float32)
+        ``ivar_out = 0`` where the output pixel is not covered by good data
+        (``flux_out`` is 1 there).
+    """
+    from scipy.sparse import coo_matrix
+
+    wave_in = np.asarray(wave_in, float)
+    wave_out = np.asarray(wave_out, float)
+    flux = np.asarray(flux, float)
+    err = np.asarray(err, float)
+    good = np.isfinite(flux) & np.isfinite(err) & (err > 0)
+    if mask is not None:
+        good &= ~np.asarray(mask, bool)
+    e_in, e_out = _edges(wave_in), _edges(wave_out)
+    # overlap of input pixel i with output pixel j
+    j_lo = np.clip(np.searchsorted(e_out, e_in[:-1], side="right") - 1, 0, wave_out.size - 1)
+    j_hi = np.clip(np.searchsorted(e_out, e_in[1:], side="left") - 1, 0, wave_out.size - 1)
+    rows, cols, vals = [], [], []
+    span = int((j_hi - j_lo).max()) + 1 if wave_in.size else 1
+    for k in range(span):
+        j = j_lo + k
+        ok = j <= j_hi
+        i = np.nonzero(ok)[0]
+        jj = j[ok]
+        ov = np.minimum(e_in[i + 1], e_out[jj + 1]) - np.maximum(e_in[i], e_out[jj])
+        keep = ov > 0
+        rows.append(jj[keep]); cols.append(i[keep]); vals.append(ov[keep])
+    rows, cols, vals = (np.concatenate(x) for x in (rows, cols, vals))
+    W = coo_matrix((vals, (rows, cols)), shape=(wave_out.size, wave_in.size)).tocsr()
+    width = np.diff(e_out)
+    g = good.astype(float)
+    covered = (W @ g) / width
+    denom = W @ g
+    safe = np.where(denom > 0, denom, 1.0)
+    f_out = (W @ np.where(good, flux, 0.0)) / safe
+    var_out = ((W.multiply(W)) @ np.where(good, err ** 2, 0.0)) / safe ** 2
+    ok = (covered >= min_coverage) & (var_out > 0)
+    ivar = np.where(ok, 1.0 / np.where(ok, var_out, 1.0), 0.0)
+    return np.where(ok, f_out, 1.0).astype(np.float32), ivar.astype(np.float32)
+
+
+def continuum_normalise(wave, flux, ivar, grid: Grid, degree: int = 3, n_iter: int = 6,
+                        low_sigma: float = 1.5, high_sigma: float = 3.0):
+    """Divide each setup of a spectrum by an iteratively clipped Chebyshev continuum.
+
+    The same function is used for training and for application data, so the
+    network never sees two normalisations. Points far below the fit (absorption
+    lines) or above it (spikes) are rejected in turn; the fit is redone
+    ``n_iter`` times per setup.
+
+    Parameters
+    ----------
+    wave : array, Å (the grid's wavelengths)
+    flux, ivar : array
+        One spectrum on ``grid``; ``ivar = 0`` marks bad pixels.
+    grid : Grid
+    degree : int
+        Chebyshev degree per setup.
+
+    Returns
+    -------
+    flux_norm, ivar_norm : ndarray (float32)
+    continuum : ndarray
+    """
+    flux = np.asarray(flux, float)
+    ivar = np.asarray(ivar, float)
+    cont = np.ones_like(flux)
+    for a, b in grid.bounds:
+        w, f, iv = wave[a:b], flux[a:b], ivar[a:b]
+        use = iv > 0
+        if use.sum() < 5 * (degree + 1):
+            continue
+        x = (w - w.mean()) / (0.5 * np.ptp(w))
+        for _ in range(n_iter):
+            coef = np.polynomial.chebyshev.chebfit(x[use], f[use], degree)
+            c = np.polynomial.chebyshev.chebval(x, coef)
+            resid = f - c
+            s = 1.4826 * np.median(np.abs(resid[use] - np.median(resid[use])))
+            new = (iv > 0) & (resid > -low_sigma * s) & (resid < high_sigma * s)
+            if new.sum() < 5 * (degree + 1) or np.array_equal(new, use):
+                break
+            use = new
+        cont[a:b] = np.where(c > 0, c, np.nan)
+    bad = ~np.isfinite(cont) | (cont <= 0)
+    cont = np.where(bad, 1.0, cont)
+    out_ivar = np.where(bad, 0.0, ivar * cont ** 2)
+    return (flux / cont).astype(np.float32), out_ivar.astype(np.float32), cont

@@ -228,3 +228,51 @@ def unavailable(message: str, figsize=(6, 1.2)):
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
     return fig
+
+
+def tsne_maps(embedding, colours: dict, removed=None, s=1.5):
+    """The t-SNE map in several panels, each coloured by one quantity (``{title: values}``)."""
+    n = len(colours)
+    ncol = min(n, 2)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.3 * nrow))
+    for ax, (title, c) in zip(np.ravel(axes), colours.items()):
+        sc = ax.scatter(embedding[:, 0], embedding[:, 1], c=c, s=s, rasterized=True,
+                        norm=mpl.colors.LogNorm() if title.startswith("S/N") else None)
+        if removed is not None:
+            ax.scatter(embedding[removed, 0], embedding[removed, 1], s=6, facecolors="none",
+                       edgecolors="r", linewidths=0.4, label="removed")
+        plt.colorbar(sc, ax=ax, label=title)
+        ax.set_xticks([]); ax.set_yticks([])
+    for ax in np.ravel(axes)[n:]:
+        ax.axis("off")
+    return fig
+
+
+def tsne_by_category(embedding, category, order=None, s=2):
+    """The t-SNE map coloured by a categorical column (e.g. the injected defect kind)."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    cats = order or sorted(set(category))
+    for c in cats:
+        m = category == c
+        if not m.any():
+            continue
+        ax.scatter(embedding[m, 0], embedding[m, 1], s=s if c == "none" else 5,
+                   c="0.8" if c == "none" else None, label=f"{c} ({m.sum()})", rasterized=True)
+    ax.legend(markerscale=3, fontsize=7, loc="best")
+    ax.set_xticks([]); ax.set_yticks([])
+    return fig
+
+
+def group_gallery(wave, groups: dict, window=(8480, 8700)):
+    """Example spectra of each removed group: ``{title: (n, n_pixels) flux array}`` (3 shown each)."""
+    n = len(groups)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 1.5 * n + 0.5), sharex=True, squeeze=False)
+    m = (wave >= window[0]) & (wave <= window[1])
+    for ax, (title, fl) in zip(axes[:, 0], groups.items()):
+        for k, f in enumerate(fl[:3]):
+            ax.plot(wave[m], f[m] + 0.7 * k, lw=0.5)
+        ax.set_title(title, loc="left", fontsize=8)
+        ax.set_yticks([])
+    axes[-1, 0].set_xlabel("wavelength [Å]")
+    return fig

@@ -25,7 +25,10 @@ def md_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] 
         cells = []
         for k in columns:
             v = r.get(k, "")
-            cells.append(format(v, formats[k]) if k in formats and v not in ("", None) else str(v))
+            if isinstance(v, float) and v != v:  # NaN: not defined for this row
+                cells.append("—")
+            else:
+                cells.append(format(v, formats[k]) if k in formats and v not in ("", None) else str(v))
         body.append("| " + " | ".join(cells) + " |")
     return Markdown("\n".join([head, sep, *body]))
 

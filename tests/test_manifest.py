@@ -11,11 +11,22 @@ def test_repository_manifest_loads():
     assert "simulated" in m
 
 
+def _dataset(path, value):
+    import numpy as np
+
+    from helpers.dataset import write_dataset
+    from helpers.spectra import giraffe_grid
+
+    g = giraffe_grid()
+    flux = np.full((2, g.n_pixels), value, np.float32)
+    write_dataset(path, g, flux, flux, {"truth_teff": np.array([1.0, 2.0])}, {"seed": 1})
+
+
 def test_check_and_record(tmp_path):
     mpath = tmp_path / "m.yaml"
     mpath.write_text("# header line\nsimulated: {}\n")
     f = tmp_path / "a.h5"
-    f.write_bytes(b"abc")
+    _dataset(f, 1.0)
     params = {"n": 1}
     rows = manifest.check_simulated(manifest.load_manifest(mpath), "x", params, {"a.h5": f}, "0.1")
     assert rows[0]["status"] == "not declared"
@@ -23,7 +34,7 @@ def test_check_and_record(tmp_path):
     assert mpath.read_text().startswith("# header line")
     m = manifest.load_manifest(mpath)
     assert manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.1")[0]["status"] == "match"
-    f.write_bytes(b"abd")
+    _dataset(f, 0.5)
     assert manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.1")[0]["status"] == "drift"
     assert manifest.check_simulated(m, "x", {"n": 2}, {"a.h5": f}, "0.1")[0]["status"] == "not comparable"
     assert manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.2")[0]["status"] == "not comparable"

@@ -27,7 +27,7 @@ from . import LABELS
 from .fileio import atomic_path
 from .spectra import Grid
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "DatasetError", "Dataset", "DatasetWriter",
+__all__ = ["FORMAT", "FORMAT_VERSION", "DatasetError", "Dataset", "DatasetWriter", "content_digest",
            "write_dataset", "read_dataset", "read_catalogue", "subset_dataset"]
 
 FORMAT = "ges-mgal-dataset"
@@ -261,3 +261,28 @@ def subset_dataset(src, dst, rows: np.ndarray, provenance_update: dict,
                 w.write_rows(i, h["flux"][r], h["ivar"][r])
             w.write_catalogue({k: _decode(v[:])[rows] for k, v in h["stars"].items()})
     return Path(dst)
+
+
+def content_digest(path, block: int = 1024) -> str:
+    """SHA-256 of a data set's content: attributes, wavelengths, spectra and catalogue columns.
+
+    Unlike the file's own checksum it does not change with the HDF5 library
+    version that wrote the file, so it detects drift of the data, not of the
+    container.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    with _open(path) as f:
+        for key in sorted(f.attrs):
+            h.update(key.encode())
+            h.update(str(f.attrs[key]).encode())
+        h.update(np.ascontiguousarray(f["wave"][:]).tobytes())
+        for name in ("flux", "ivar"):
+            ds = f[name]
+            for i in range(0, ds.shape[0], block):
+                h.update(np.ascontiguousarray(ds[i:i + block]).tobytes())
+        for key in sorted(f["stars"]):
+            h.update(key.encode())
+            h.update(np.ascontiguousarray(f["stars"][key][:]).tobytes())
+    return h.hexdigest()

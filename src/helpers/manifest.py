@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from . import paths
-from .fileio import sha256_file, write_text
+from .fileio import write_text
 
 __all__ = ["load_manifest", "parameters_digest", "check_simulated", "record_simulated",
            "ChecksumError", "resolve_data_path", "real_entry", "verify_file", "register_real",
@@ -43,19 +43,24 @@ def check_simulated(manifest: dict, name: str, parameters: dict, files: dict[str
                     generator_version: str) -> list[dict]:
     """Compare freshly generated files with the manifest entry ``simulated.<name>``.
 
+    The comparison uses :func:`helpers.dataset.content_digest` (the data, not the
+    HDF5 container, whose bytes change with the library version).
+
     Returns
     -------
     list of dict
         One row per file: ``file``, ``status`` (``match``, ``drift``,
         ``not comparable`` or ``not declared``), ``expected``, ``actual``, ``note``.
     """
+    from .dataset import content_digest
+
     entry = (manifest.get("simulated") or {}).get(name)
     rows = []
     for key, path in files.items():
-        actual = sha256_file(path)
+        actual = content_digest(path)
         row = {"file": key, "actual": actual, "expected": None, "status": "not declared", "note": ""}
         if entry:
-            expected = (entry.get("files") or {}).get(key, {}).get("sha256")
+            expected = (entry.get("files") or {}).get(key, {}).get("content_sha256")
             row["expected"] = expected
             if entry.get("parameters_sha256") != parameters_digest(parameters):
                 row["status"] = "not comparable"
@@ -69,7 +74,7 @@ def check_simulated(manifest: dict, name: str, parameters: dict, files: dict[str
             else:
                 row["status"] = "match" if expected == actual else "drift"
                 if row["status"] == "drift":
-                    row["note"] = ("same parameters, different bytes: numerical libraries or "
+                    row["note"] = ("same parameters, different data: numerical libraries or "
                                    "processor differ, or the generator changed without a version bump")
         rows.append(row)
     return rows
@@ -78,7 +83,9 @@ def check_simulated(manifest: dict, name: str, parameters: dict, files: dict[str
 def record_simulated(name: str, parameters: dict, seed: int, generator: str,
                      generator_version: str, files: dict[str, Path], description: str,
                      path: str | Path | None = None) -> None:
-    """Write (or replace) the entry ``simulated.<name>`` with the files' checksums."""
+    """Write (or replace) the entry ``simulated.<name>`` with the files' content checksums."""
+    from .dataset import content_digest
+
     path = Path(path) if path else paths.MANIFEST
     data = load_manifest(path)
     data["simulated"][name] = {
@@ -87,8 +94,7 @@ def record_simulated(name: str, parameters: dict, seed: int, generator: str,
         "generator_version": generator_version,
         "seed": seed,
         "parameters_sha256": parameters_digest(parameters),
-        "files": {k: {"sha256": sha256_file(p), "size_bytes": Path(p).stat().st_size}
-                  for k, p in files.items()},
+        "files": {k: {"content_sha256": content_digest(p)} for k, p in files.items()},
     }
     header = []
     if path.exists():

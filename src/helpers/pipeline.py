@@ -408,6 +408,7 @@ def _execute(nb: Path, out_partial: Path, parameters: dict, run_dir: Path,
     env = dict(os.environ)
     env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures as PNG in the notebook
     env["PYTHONHASHSEED"] = "0"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log would clutter the pages
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)
     try:

@@ -194,3 +194,15 @@ def test_checksums_are_verified_and_mismatches_refused(fixture_set, tmp_path):
     with pytest.raises(ValueError, match="relative"):
         manifest.resolve_data_path(tmp_path, "/etc/passwd")
     assert manifest.resolve_data_path(tmp_path, "gaia-eso/catalogue.fits") == (tmp_path / "gaia-eso/catalogue.fits").resolve()
+
+
+def test_a_link_out_of_the_data_folder_is_refused(tmp_path):
+    from helpers import manifest
+
+    outside = tmp_path / "elsewhere.fits"
+    outside.write_bytes(b"x")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ADP.link.fits").symlink_to(outside)
+    with pytest.raises(ValueError, match="escapes the data folder"):
+        manifest.verify_real_files(manifest.load_manifest(), "gaia-eso-dr5.1-giraffe-spectra", data)

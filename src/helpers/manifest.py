@@ -184,4 +184,6 @@ def verify_real_files(manifest: dict, name: str, folder) -> list[dict]:
     if not files:
         raise FileNotFoundError(f"no files matching {entry.get('pattern')} in {folder}. How to get "
                                 f"'{name}':\n{entry.get('how_to_get', '').strip()}")
-    return [{"file": f.name, "status": verify_file(f, name, entry)} for f in files]
+    # every file must lie inside the data folder (a link pointing elsewhere is refused)
+    return [{"file": f.name, "status": verify_file(resolve_data_path(folder, f.name), name, entry, f.name)}
+            for f in files]

@@ -276,3 +276,15 @@ def group_gallery(wave, groups: dict, window=(8480, 8700)):
         ax.set_yticks([])
     axes[-1, 0].set_xlabel("wavelength [Å]")
     return fig
+
+
+def mg_al_by_cluster(al_fe, mg_fe, feh, cluster):
+    """[Mg/Fe] against [Al/Fe] for the stars of each cluster, labelled with its mean [Fe/H]."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    for name in np.unique(cluster):
+        m = cluster == name
+        ax.scatter(al_fe[m], mg_fe[m], s=8, label=f"{name} ([Fe/H] {np.nanmean(feh[m]):+.1f})")
+    ax.set_xlabel(LABEL_TEX["al_fe"])
+    ax.set_ylabel(LABEL_TEX["mg_fe"])
+    ax.legend(fontsize=7)
+    return fig

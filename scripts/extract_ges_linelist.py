@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import sys
 import tarfile
 from pathlib import Path

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
-from helpers import book, paths, pipeline
+from helpers import book, pipeline
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def test_quick_pipeline_runs_every_notebook(quick_run):
         rec = json.loads((root / "quick" / "records" / f"{p.notebook.stem}.json").read_text())
         assert rec["status"] == "ok" and rec["wall_time_s"] > 0
         for out in rec["outputs"]:
-            assert (root / "quick").resolve() in __import__("pathlib").Path(out).parents
+            assert (root / "quick").resolve() in Path(out).parents
     # nothing changed: a second run skips everything
     again = pipeline.run_pipeline("quick", run_root=root, log=lambda *_: None)
     assert all(p.action == "skip" for p in again)

@@ -60,7 +60,7 @@ import numpy as np
 from scipy.special import wofz
 
 from . import LABELS, paths
-from .lines import ELEMENTS, LineList, load_linelist
+from .lines import LineList, load_linelist
 from .spectra import C_KMS, Grid, giraffe_grid
 
 __all__ = [

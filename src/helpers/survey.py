@@ -26,10 +26,9 @@ from astropy.coordinates import Galactic, SkyCoord
 
 from . import LABELS, __version__, paths
 from .dataset import DatasetWriter
-from .galaxy import (FRAME, GalaxyModel, galactocentric, high_alpha_mg, kiel_track,
-                     low_alpha_mg, metallicity_shift, sample_field_stars)
+from .galaxy import (FRAME, GalaxyModel, galactocentric, kiel_track, low_alpha_mg,
+                     metallicity_shift, sample_field_stars)
 from .simulate import ForwardModel, add_noise, default_vmic
-from .spectra import C_KMS
 
 __all__ = ["DEFECTS", "FLAG_BITS", "SurveyConfig", "make_catalogue", "generate_survey",
            "select_training", "cname", "GENERATOR"]
@@ -434,7 +433,6 @@ def generate_survey(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None,
     n = len(cat["star_id"])
     labels = np.column_stack([cat[f"truth_{k}"] for k in LABELS])
     nuis = np.column_stack([cat["truth_vmic"], cat["truth_vsini"], cat["truth_rv"]])
-    wave = fm.grid.wave
     provenance = {"generator": GENERATOR, "generator_version": __version__, "source": "simulated",
                   "seed": cfg.seed, "parameters": cfg.as_dict(),
                   "calibration": fm.cal.fit, "n_lines": len(fm.lines)}

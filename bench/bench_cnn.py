@@ -1,23 +1,34 @@
 """Inference and training speed of the CNN ensemble on this machine (issue #6 targets).
 
-Measured side by side in one run: the machine's float32 peak (a large numpy matrix product), one
-model's forward pass with Keras ``predict`` at several batch sizes, with and without XLA
-compilation (``jit_compile``), and a few training steps. Prints spectra per second for a
-10-model ensemble, the ratio to the 400 spectra/s target, and the ratio of the achieved
-floating-point rate to the measured peak (the theoretical floor is FLOPs / peak).
+Everything is measured side by side in one run (each TensorFlow setting in its own
+child process, since oneDNN is chosen when TensorFlow is imported):
+
+* the machine's float32 peak (a large numpy matrix product);
+* one model's Keras ``predict``, with oneDNN off and on, with and without XLA;
+* the whole ensemble through :class:`helpers.model.FusedEnsemble`, with and without
+  padding convolution outputs to 8 channels;
+* training throughput (``fit``) with oneDNN off and on.
+
+Each rate is the median of ``--repeats`` timings. Printed: spectra per second for a
+``--members``-model ensemble, the ratio to the 400 spectra/s target, and the
+fraction of the theoretical floor reached (floor = network FLOPs / measured peak).
 
 Usage::
 
-    python bench/bench_cnn.py [--n 4096] [--pixels 15940]
+    python bench/bench_cnn.py [--n 1024] [--pixels 15940] [--members 10] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
+
+TARGET = 400.0  # spectra per second for the ensemble (issue #6)
 
 
 def peak_gflops(n=2048, repeats=5) -> float:
@@ -30,41 +41,93 @@ def peak_gflops(n=2048, repeats=5) -> float:
     return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=4096)
-    ap.add_argument("--pixels", type=int, default=15940)
-    ap.add_argument("--members", type=int, default=10)
-    args = ap.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def _median_rate(fn, n, repeats):
+    fn()  # warm-up: graph tracing, oneDNN kernel selection
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(n / (time.perf_counter() - t0))
+    return float(np.median(rates))
+
+
+def worker(args) -> dict:
+    """Measurements under the TensorFlow settings of this process."""
     from helpers import model as M
 
-    flops = M.count_flops(args.pixels)
-    peak = peak_gflops()
-    x = np.random.default_rng(2).normal(1, 0.02, (args.n, args.pixels, 1)).astype(np.float32)
-    out = {"backend": M.backend(), "cpu_count": os.cpu_count(), "mflop_per_spectrum": round(flops / 1e6, 1),
-           "peak_gflops_numpy_matmul": round(peak, 1), "predict": {}}
-    for jit in (False, True):
+    rng = np.random.default_rng(2)
+    x = rng.normal(1, 0.02, (args.n, args.pixels, 1)).astype(np.float32)
+    out = {}
+    if args.what == "predict":
+        for jit in (False, True):
+            m = M.build_model(args.pixels)
+            m.compile(optimizer="adam", loss="mse", jit_compile=jit)
+            rate = _median_rate(lambda: m.predict(x, batch_size=args.batch, verbose=0), args.n, args.repeats)
+            out[f"keras predict, one model, XLA {'on' if jit else 'off'}"] = rate / args.members
+    elif args.what == "fused":
+        models = [M.build_model(args.pixels) for _ in range(args.members)]
+        for mult in (1, 8):
+            eng = M.FusedEnsemble(models, channel_multiple=mult)
+            rate = _median_rate(lambda: eng.predict(x, batch_size=args.batch), args.n, args.repeats)
+            out[f"fused ensemble, channels padded to {mult}"] = rate
+    elif args.what == "train":
+        y = rng.random((args.n, 5)).astype(np.float32)
         m = M.build_model(args.pixels)
-        m.compile(optimizer="adam", loss="mse", jit_compile=jit)
-        for bs in (256, 1024):
-            m.predict(x[:bs], batch_size=bs, verbose=0)  # warm-up / compilation
-            t0 = time.perf_counter()
-            m.predict(x, batch_size=bs, verbose=0)
-            rate = args.n / (time.perf_counter() - t0)
-            out["predict"][f"jit={jit},batch={bs}"] = {
-                "spectra_per_s_one_model": round(rate, 1),
-                "spectra_per_s_ensemble": round(rate / args.members, 1),
-                "ensemble_over_target_400": round(rate / args.members / 400, 3),
-                "achieved_over_peak": round(rate * flops / 1e9 / peak, 4)}
-    m = M.build_model(args.pixels)
-    y = np.random.default_rng(3).random((512, 5)).astype(np.float32)
-    m.fit(x[:512], y, batch_size=64, epochs=1, verbose=0)
-    t0 = time.perf_counter()
-    m.fit(x[:1024], np.concatenate([y, y]), batch_size=64, epochs=1, verbose=0)
-    dt = time.perf_counter() - t0
-    out["train_ms_per_spectrum_epoch"] = round(1000 * dt / 1024, 2)
-    print(json.dumps(out, indent=2))
+        m.fit(x[:128], y[:128], batch_size=64, epochs=1, verbose=0)
+        t0 = time.perf_counter()
+        m.fit(x, y, batch_size=64, epochs=1, verbose=0)
+        out["train ms per spectrum-epoch"] = 1000 * (time.perf_counter() - t0) / args.n
+    return out
+
+
+def run_child(what, onednn, args) -> dict:
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, __file__, "--worker", what, "--n", str(args.n), "--pixels", str(args.pixels),
+           "--members", str(args.members), "--repeats", str(args.repeats), "--batch", str(args.batch)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1024, help="spectra per timing")
+    ap.add_argument("--pixels", type=int, default=15940)
+    ap.add_argument("--members", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--worker", choices=("predict", "fused", "train"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        args.what = args.worker
+        print(json.dumps(worker(args)))
+        return 0
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+    from helpers.model import count_flops
+
+    flops = count_flops(args.pixels)
+    peak = peak_gflops()
+    floor_rate = peak * 1e9 / (flops * args.members)  # ensemble spectra/s at the machine's peak
+    rows = {}
+    for onednn in ("0", "1"):
+        for k, v in run_child("predict", onednn, args).items():
+            rows[f"{k}, oneDNN {'on' if onednn == '1' else 'off'}"] = v
+    rows.update(run_child("fused", "1", args))
+    train = {f"oneDNN {'on' if o == '1' else 'off'}": run_child("train", o, args)["train ms per spectrum-epoch"]
+             for o in ("0", "1")}
+    print(f"CPU cores: {os.cpu_count()}; network: {flops / 1e6:.1f} MFLOP per spectrum and model; "
+          f"peak (numpy float32 matmul): {peak:.1f} GFLOP/s")
+    print(f"theoretical floor for {args.members} models: {floor_rate:.0f} spectra/s; target {TARGET:.0f}")
+    print(f"{'ensemble inference (batch ' + str(args.batch) + ')':58s} {'spectra/s':>10s} {'/target':>8s} {'/floor':>7s}")
+    for k, v in rows.items():
+        print(f"{k:58s} {v:10.1f} {v / TARGET:8.2f} {v / floor_rate:7.3f}")
+    base = rows["keras predict, one model, XLA off, oneDNN off"]
+    best = max(rows, key=rows.get)
+    print(f"best: {best}: {rows[best] / base:.1f}x the plain Keras predict")
+    for k, v in train.items():
+        print(f"training, {k}: {v:.2f} ms per spectrum-epoch ({1000 / v:.0f} spectra/s; "
+              f"{3 * flops * 1000 / v / 1e9 / peak:.3f} of peak, counting 3x forward FLOPs)")
+    print(f"training speed-up from oneDNN: {train['oneDNN off'] / train['oneDNN on']:.1f}x")
     return 0
 
 

@@ -88,3 +88,65 @@ def test_selection_and_scaler():
         M.LabelScaler.fit(np.array([[np.nan, 1.0]]))
     with pytest.raises(ValueError, match="NaN"):
         M.prepare_inputs(np.array([[np.nan, 1.0]]), np.array([[1.0, 1.0]]))
+
+
+def _with_random_biases(models, seed=1):
+    rng = np.random.default_rng(seed)
+    for m in models:
+        for v in m.weights:
+            if "bias" in v.path:
+                v.assign(rng.normal(0, 0.1, v.shape).astype(np.float32))
+    return models
+
+
+@pytest.mark.skipif(M.backend() != "tensorflow", reason="the fused ensemble is TensorFlow-only")
+def test_fused_ensemble_gives_the_keras_numbers():
+    cfg = M.ModelConfig(filters=(4, 3, 2), kernels=(5, 7, 3), dense=(8, 8, 4))
+    models = _with_random_biases([M.build_model(300, 5, cfg) for _ in range(3)])
+    x = np.random.default_rng(4).normal(1, 0.1, (70, 300, 1)).astype(np.float32)
+    ref = np.stack([m.predict(x, verbose=0) for m in models])
+    for mult in (1, 8):  # 8: the 4- and 3-channel convolutions are padded with zero channels
+        eng = M.FusedEnsemble(models, channel_multiple=mult)
+        out = eng.predict(x, batch_size=32)  # 70 = two full batches and a partial one
+        assert out.shape == ref.shape
+        assert np.max(np.abs(out - ref)) < 1e-5 * max(1.0, np.max(np.abs(ref)))
+    padded = [op[1].shape[-1] for op in M.FusedEnsemble(models).programs[0] if op[0] == "conv"]
+    assert padded == [8, 8, 2]  # the last convolution feeds Flatten, so it keeps its 2 channels
+    with pytest.raises(M.ModelMismatchError, match="300 pixels"):
+        eng.predict(x[:, :200])
+
+
+@pytest.mark.skipif(M.backend() != "tensorflow", reason="the fused ensemble is TensorFlow-only")
+def test_other_layers_fall_back_to_keras_predict():
+    inp = keras.Input(shape=(40, 1))
+    h = keras.layers.BatchNormalization()(keras.layers.Conv1D(2, 3)(inp))
+    model = keras.Model(inp, keras.layers.Dense(5)(keras.layers.Flatten()(h)))
+    with pytest.raises(NotImplementedError, match="BatchNormalization"):
+        M.FusedEnsemble([model])
+    x = np.ones((4, 40, 1), np.float32)
+    scaler = M.LabelScaler(np.zeros(5), np.ones(5))
+    mean, std, _ = M.ensemble_predict([model, model], x, scaler)
+    assert np.allclose(mean, model.predict(x, verbose=0)) and np.allclose(std, 0.0)
+
+
+@pytest.mark.parametrize("name,module", [("tensorflow", "tensorflow"), ("jax", "jax"), ("torch", "torch")])
+def test_every_installed_backend_builds_fits_predicts_and_differentiates(name, module):
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+    env = dict(os.environ, KERAS_BACKEND=name)
+    script = Path(__file__).with_name("backend_check.py")
+    res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["backend"] == name
+    assert out["epochs"] == 1 and out["loss_finite"]
+    assert out["pred_shape"] == [32, 5] and out["pred_finite"]
+    assert out["spread_zero_for_identical_members"] < 1e-6
+    assert out["grad_shape"] == [4, 120] and out["grad_nonzero"]
+    assert out["linear_grad_ok"]

@@ -40,10 +40,7 @@ def _native_stderr_silenced():
     """Send file descriptor 2 to /dev/null for a moment (TensorFlow's C++ start-up notice
     about oneDNN is written there before its log level applies). Python exceptions are
     unaffected: they are raised, not printed, inside the block."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, ValueError, OSError):  # no real stderr (e.g. some notebook kernels)
-        fd = 2
+    fd = 2  # the C++ library writes to the process's descriptor 2, whatever sys.stderr is
     sys.stderr.flush()
     saved = os.dup(fd)
     devnull = os.open(os.devnull, os.O_WRONLY)

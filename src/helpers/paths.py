@@ -42,6 +42,8 @@ LINES_FOREST = PACKAGE_DATA / "lines_forest.csv"
 CALIBRATION = PACKAGE_DATA / "simulator_calibration.json"
 #: Gaia FGK benchmark stars.
 BENCHMARKS = PACKAGE_DATA / "benchmarks.csv"
+#: Precision figures quoted by Ambrosch et al. (2023), with sources.
+PAPER_PRECISION = PACKAGE_DATA / "paper_precision.csv"
 
 
 def run_dir(profile: str, root: Path | None = None) -> Path:

@@ -14,7 +14,9 @@ from . import LABEL_TEX, LABELS
 
 __all__ = ["use_style", "SPECIES_COLOURS", "spectra_with_lines", "line_response",
            "depth_check", "kiel", "label_histograms", "snr_histogram", "defect_gallery",
-           "galactic_positions", "abundance_plane", "survey_vs_truth"]
+           "galactic_positions", "abundance_plane", "survey_vs_truth", "unavailable", "tsne_maps",
+           "tsne_by_category", "group_gallery", "mg_al_by_cluster", "training_curves", "member_selection",
+           "one_to_one", "residuals_vs_snr", "calibration"]
 
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
 #: Colours of the species marked on spectra.
@@ -287,4 +289,97 @@ def mg_al_by_cluster(al_fe, mg_fe, feh, cluster):
     ax.set_xlabel(LABEL_TEX["al_fe"])
     ax.set_ylabel(LABEL_TEX["mg_fe"])
     ax.legend(fontsize=7)
+    return fig
+
+
+def training_curves(members: list[dict], kept):
+    """Training and validation loss of every member against epoch; dropped members dashed."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    for i, m in enumerate(members):
+        style = "-" if i in set(np.asarray(kept).tolist()) else "--"
+        c = OKABE_ITO[1 + i % 7]
+        for ax, key in zip(axes, ("loss", "val_loss")):
+            ax.plot(np.arange(1, len(m["history"][key]) + 1), m["history"][key], style, color=c, lw=1.2,
+                    label=f"member {i}" if key == "loss" else None)
+    axes[0].set_title("training loss (MSE on scaled labels + L2)", loc="left")
+    axes[1].set_title("validation loss", loc="left")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.set_yscale("log")
+    axes[0].set_ylabel("loss")
+    axes[0].legend(ncol=2, frameon=False)
+    return fig
+
+
+def member_selection(val_losses, threshold, kept):
+    """Best validation loss per member, the percentile cut, and which members are kept."""
+    v = np.asarray(val_losses, float)
+    keep = np.isin(np.arange(len(v)), kept)
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    ax.bar(np.arange(len(v))[keep], v[keep], color=OKABE_ITO[5], label="kept")
+    ax.bar(np.arange(len(v))[~keep], v[~keep], color=OKABE_ITO[6], label="dropped")
+    ax.axhline(threshold, color="k", lw=1, ls=":", label="percentile cut")
+    ax.set_xlabel("member")
+    ax.set_ylabel("best validation loss")
+    ax.set_ylim(0.9 * v.min(), 1.05 * v.max())
+    ax.legend(frameon=False)
+    return fig
+
+
+def one_to_one(reference, cnn, snr, reference_name: str):
+    """CNN label against a reference label (one panel per label), coloured by S/N."""
+    fig, axes = plt.subplots(1, 5, figsize=(13, 2.9))
+    for j, (ax, k) in enumerate(zip(axes, LABELS)):
+        r, c = reference[:, j], cnn[:, j]
+        ok = np.isfinite(r) & np.isfinite(c)
+        lo, hi = np.percentile(np.concatenate([r[ok], c[ok]]), [0.5, 99.5])
+        sc = ax.scatter(r[ok], c[ok], c=snr[ok], s=2, cmap="viridis", norm=mpl.colors.LogNorm(), rasterized=True)
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel(f"{reference_name} {LABEL_TEX[k]}")
+        ax.set_title("CNN", loc="left")
+    fig.colorbar(sc, ax=axes, label="S/N", shrink=0.9)
+    return fig
+
+
+def residuals_vs_snr(err, snr, crb=None, crb_snr=None, ylabel="CNN − truth"):
+    """Residual against S/N per label, with the running robust scatter and, if given,
+    the Cramér–Rao bound of individual stars (grey points)."""
+    from .precision import robust_scatter
+
+    fig, axes = plt.subplots(1, 5, figsize=(13, 2.9))
+    bins = np.geomspace(max(np.nanmin(snr), 3), np.nanmax(snr), 10)
+    mid = np.sqrt(bins[1:] * bins[:-1])
+    for j, (ax, k) in enumerate(zip(axes, LABELS)):
+        e = err[:, j]
+        ok = np.isfinite(e)
+        lim = np.percentile(np.abs(e[ok]), 99) if ok.any() else 1
+        ax.scatter(snr[ok], e[ok], s=1.5, color=OKABE_ITO[5], alpha=0.4, rasterized=True)
+        idx = np.digitize(snr, bins) - 1
+        sc = [robust_scatter(e[ok & (idx == b)]) if np.sum(ok & (idx == b)) >= 10 else np.nan
+              for b in range(len(mid))]
+        ax.plot(mid, sc, "k-", lw=1.5, label="robust σ")
+        ax.plot(mid, -np.asarray(sc), "k-", lw=1.5)
+        if crb is not None:
+            ax.scatter(crb_snr, crb[:, j], s=3, color="0.5", label="Cramér–Rao bound")
+        ax.set_xscale("log")
+        ax.set_ylim(-lim, lim)
+        ax.set_xlabel("S/N")
+        ax.set_title(LABEL_TEX[k], loc="left")
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(frameon=False, loc="lower right")
+    return fig
+
+
+def calibration(z: dict):
+    """Histograms of (CNN − truth)/ensemble σ per label against a unit Gaussian."""
+    fig, axes = plt.subplots(1, len(z), figsize=(13, 2.6), sharey=True)
+    grid = np.linspace(-6, 6, 200)
+    for ax, (k, v) in zip(np.atleast_1d(axes), z.items()):
+        v = v[np.isfinite(v)]
+        ax.hist(np.clip(v, -6, 6), bins=48, range=(-6, 6), density=True, histtype="stepfilled", alpha=0.7)
+        ax.plot(grid, np.exp(-0.5 * grid ** 2) / np.sqrt(2 * np.pi), "k-", lw=1, label="calibrated")
+        ax.set_xlabel(f"error / σ_ens, {LABEL_TEX[k].split(' [')[0]}")
+    np.atleast_1d(axes)[0].legend(frameon=False)
     return fig

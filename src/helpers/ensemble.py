@@ -1,0 +1,210 @@
+"""Chapter 03's workflow around :mod:`helpers.model`: the fixed split, the prediction
+table, and the precision numbers (ensemble spread, scatter against survey labels and
+truth, the Cramér–Rao bound, calibration) that the chapter compares with the paper.
+
+The prediction table is a FITS binary table (astropy), one row per observed
+spectrum, with ``cnn_<label>`` (ensemble mean) and ``cnn_e_<label>`` (ensemble
+standard deviation) in the units of :data:`helpers.LABEL_UNITS`.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from . import LABELS, paths
+from .fileio import atomic_path
+from .precision import calibration_fractions, robust_scatter
+
+__all__ = ["split_train_test", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
+           "write_predictions", "read_predictions", "precision_rows", "calibration_rows",
+           "crb_for_rows"]
+
+#: Precision figures of Ambrosch et al. (2023), with their source (shipped CSV).
+PAPER_PRECISION = paths.PAPER_PRECISION
+
+
+def split_train_test(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One fixed random split of ``n`` rows: sorted train and test indices.
+
+    Raises
+    ------
+    ValueError
+        If ``test_fraction`` is not in (0, 1) or either part would be empty.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie between 0 and 1, got {test_fraction}")
+    n_test = int(round(n * test_fraction))
+    if n_test < 1 or n_test >= n:
+        raise ValueError(f"a test fraction of {test_fraction} of {n} spectra leaves one part empty; "
+                         "use more spectra or another fraction")
+    perm = np.random.default_rng(np.random.SeedSequence([seed, 3])).permutation(n)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def load_paper_precision(path=PAPER_PRECISION) -> dict:
+    """The paper's precision figures: ``{label: {"training_precision", "ensemble_spread", "source"}}``."""
+    out = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(row for row in fh if not row.startswith("#")):
+            out[r["label"]] = {"training_precision": float(r["training_precision"]),
+                               "ensemble_spread": float(r["ensemble_spread"]), "unit": r["unit"],
+                               "source": r["source"]}
+    missing = set(LABELS) - set(out)
+    if missing:
+        raise ValueError(f"{path} lacks rows for {sorted(missing)}")
+    return out
+
+
+def predictions_table(stars: dict, mean, std, extra: dict | None = None):
+    """An :class:`astropy.table.Table` of identifiers, survey/truth labels and CNN labels.
+
+    Parameters
+    ----------
+    stars : dict of ndarray
+        Catalogue of the predicted spectra (as read by :func:`helpers.dataset.read_catalogue`).
+    mean, std : ndarray, (n, n_labels)
+        Ensemble mean and standard deviation, label units.
+    extra : dict, optional
+        More columns (e.g. ``in_train``).
+    """
+    from astropy.table import Table
+
+    keep = ["star_id", "cname", "group", "population", "cluster", "snr", "ra", "dec", "R_kpc", "z_kpc",
+            "defect", "survey_flag"]
+    keep += [f"survey_{k}" for k in LABELS] + [f"survey_e_{k}" for k in LABELS]
+    keep += [f"truth_{k}" for k in LABELS]
+    t = Table({k: np.asarray(stars[k]) for k in keep if k in stars})
+    for j, k in enumerate(LABELS):
+        t[f"cnn_{k}"] = np.asarray(mean)[:, j]
+        t[f"cnn_e_{k}"] = np.asarray(std)[:, j]
+    for k, v in (extra or {}).items():
+        t[k] = np.asarray(v)
+    return t
+
+
+def write_predictions(path, table, meta: dict | None = None, overwrite: bool = True) -> Path:
+    """Write the prediction table as FITS, atomically (``meta`` goes into the header)."""
+    import json
+
+    table = table.copy(copy_data=False)
+    for k, v in (meta or {}).items():
+        table.meta[k[:8].upper()] = v if isinstance(v, (int, float, str)) else json.dumps(v)[:68]
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        table.write(tmp, format="fits")
+    return Path(path)
+
+
+def read_predictions(path):
+    """Read a prediction table written by :func:`write_predictions`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is missing (train the ensemble, notebook 03, first).
+    ValueError
+        If it lacks the CNN columns.
+    """
+    from astropy.table import Table
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run notebook 03_train_ensemble first")
+    t = Table.read(path, format="fits")
+    missing = [f"cnn_{k}" for k in LABELS if f"cnn_{k}" not in t.colnames]
+    if missing:
+        raise ValueError(f"{path} is not a prediction table (no columns {missing})")
+    for c in t.colnames:  # FITS gives bytes for strings
+        if t[c].dtype.kind == "S":
+            t[c] = np.char.decode(t[c], "utf-8")
+    return t
+
+
+def precision_rows(table, train, test, crb=None, crb_rows=None, paper: dict | None = None) -> list[dict]:
+    """One row per label: the paper's figures beside ours.
+
+    Parameters
+    ----------
+    table : Table
+        From :func:`predictions_table`.
+    train, test : ndarray of int
+        Rows of ``table`` in the training and test sets.
+    crb : ndarray, (n_crb, n_labels), optional
+        Cramér–Rao bound of the stars ``crb_rows`` (label units).
+    paper : dict, optional
+        From :func:`load_paper_precision`.
+
+    Returns
+    -------
+    list of dict
+        ``spread`` (median ensemble σ, test set), ``train_vs_survey`` and ``test_vs_survey``
+        (robust scatter of CNN − survey label), ``test_vs_truth`` (CNN − truth), ``crb``
+        (median bound) and ``truth_over_crb`` (robust scatter of (CNN − truth)/bound, star by
+        star: 1 would be a network at the physical limit); NaN where not defined.
+    """
+    rows = []
+    has_truth = "truth_teff" in table.colnames
+    for j, k in enumerate(LABELS):
+        cnn, surv = np.asarray(table[f"cnn_{k}"], float), np.asarray(table[f"survey_{k}"], float)
+        r = {"label": k,
+             "spread": float(np.nanmedian(np.asarray(table[f"cnn_e_{k}"], float)[test])),
+             "train_vs_survey": robust_scatter((cnn - surv)[train]),
+             "test_vs_survey": robust_scatter((cnn - surv)[test]),
+             "test_vs_truth": float("nan"), "crb": float("nan"), "truth_over_crb": float("nan")}
+        if has_truth:
+            err = cnn - np.asarray(table[f"truth_{k}"], float)
+            r["test_vs_truth"] = robust_scatter(err[test])
+            if crb is not None:
+                r["crb"] = float(np.median(crb[:, j]))
+                r["truth_over_crb"] = robust_scatter(err[crb_rows] / crb[:, j])
+        if paper:
+            r["paper_training"] = paper[k]["training_precision"]
+            r["paper_spread"] = paper[k]["ensemble_spread"]
+        rows.append(r)
+    return rows
+
+
+def calibration_rows(table, rows, reference: str = "truth") -> list[dict]:
+    """How well the ensemble spread predicts the actual error, per label.
+
+    ``within_1`` and ``within_2``: fraction of stars with |CNN − reference| within 1 and 2
+    ensemble σ (a calibrated Gaussian σ gives 0.683 and 0.954); ``scale``: robust scatter of
+    (CNN − reference)/σ (1 for a calibrated σ; the factor to inflate σ by otherwise).
+    """
+    out = []
+    for k in LABELS:
+        err = np.asarray(table[f"cnn_{k}"], float)[rows] - np.asarray(table[f"{reference}_{k}"], float)[rows]
+        sig = np.asarray(table[f"cnn_e_{k}"], float)[rows]
+        f = calibration_fractions(err, sig)
+        ok = sig > 0
+        out.append({"label": k, "within_1": f[1.0], "within_2": f[2.0],
+                    "scale": robust_scatter(err[ok] / sig[ok])})
+    return out
+
+
+def crb_for_rows(fm, stars: dict, ivar, rows) -> np.ndarray:
+    """Cramér–Rao bound (label units) for the spectra ``rows`` of a simulated data set.
+
+    ``stars`` is the whole catalogue; ``ivar`` holds the inverse variances of those rows
+    only, shape ``(len(rows), n_pixels)``.
+
+    The Jacobian is the simulator's, at each star's true labels and nuisances (vmic,
+    vsini, residual RV, taken as known); the noise is each spectrum's own inverse
+    variance, masked pixels excluded. Returns an array ``(len(rows), n_labels)``.
+    """
+    from .precision import cramer_rao
+
+    rows = np.asarray(rows)
+    labels = np.column_stack([stars[f"truth_{k}"][rows] for k in LABELS]).astype(float)
+    nuis = np.column_stack([stars["truth_vmic"][rows], stars["truth_vsini"][rows],
+                            stars["truth_rv"][rows]]).astype(float)
+    out = np.empty((len(rows), len(LABELS)))
+    for i in range(0, len(rows), 50):  # 50 stars: ~150 MB of Jacobian at a time
+        sl = slice(i, i + 50)
+        J = fm.jacobian(labels[sl], nuis[sl])
+        iv = np.asarray(ivar[sl], float)
+        good = iv > 0
+        sigma = np.where(good, 1.0 / np.sqrt(np.where(good, iv, 1.0)), 1.0)
+        out[sl] = cramer_rao(J, sigma, mask=good)
+    return out

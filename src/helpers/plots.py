@@ -16,7 +16,8 @@ __all__ = ["use_style", "SPECIES_COLOURS", "spectra_with_lines", "line_response"
            "depth_check", "kiel", "label_histograms", "snr_histogram", "defect_gallery",
            "galactic_positions", "abundance_plane", "survey_vs_truth", "unavailable", "tsne_maps",
            "tsne_by_category", "group_gallery", "mg_al_by_cluster", "training_curves", "member_selection",
-           "one_to_one", "residuals_vs_snr", "calibration"]
+           "one_to_one", "residuals_vs_snr", "calibration", "gradients_under_spectrum", "enrichment_matrix",
+           "benchmark_offsets", "cluster_means", "mg_al_clusters"]
 
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
 #: Colours of the species marked on spectra.
@@ -382,4 +383,124 @@ def calibration(z: dict):
         ax.plot(grid, np.exp(-0.5 * grid ** 2) / np.sqrt(2 * np.pi), "k-", lw=1, label="calibrated")
         ax.set_xlabel(f"error / σ_ens, {LABEL_TEX[k].split(' [')[0]}")
     np.atleast_1d(axes)[0].legend(frameon=False)
+    return fig
+
+
+def gradients_under_spectrum(wave, spectrum, grads: dict, spread: dict, lines, setups, title=""):
+    """Mean spectrum of a sub-sample (top) and, below it, each label's input gradient (ensemble
+    mean, band = spread over models), one column per setup, lines marked by species colour.
+
+    ``grads`` and ``spread``: ``{label: ndarray (n_pixels,)}``; ``setups``: ``[(name, wmin, wmax)]``.
+    """
+    n = 1 + len(grads)
+    fig, axes = plt.subplots(n, len(setups), figsize=(13, 1.35 * n + 0.6), sharex="col",
+                             gridspec_kw={"width_ratios": [s[2] - s[1] for s in setups]})
+    axes = np.atleast_2d(axes)
+    for c, (name, lo, hi) in enumerate(setups):
+        sel = (wave >= lo) & (wave <= hi)
+        ax = axes[0, c]
+        ax.plot(wave[sel], spectrum[sel], "k-", lw=0.5)
+        ax.set_title(name, loc="left")
+        ax.set_ylim(min(0.3, np.nanmin(spectrum[sel]) - 0.05), 1.08)
+        for r, k in enumerate(grads, start=1):
+            ax = axes[r, c]
+            g, s = grads[k][sel], spread[k][sel]
+            scale = np.nanmax(np.abs(grads[k])) or 1.0
+            ax.fill_between(wave[sel], (g - s) / scale, (g + s) / scale, color="0.75", lw=0)
+            ax.plot(wave[sel], g / scale, "-", color=OKABE_ITO[5], lw=0.6)
+            ax.set_ylim(-1.1, 1.1)
+            if c == 0:
+                ax.set_ylabel(LABEL_TEX[k].split(" [")[0], rotation=0, ha="right", va="center")
+        for r in range(n):
+            ax = axes[r, c]
+            ax.set_xlim(lo, hi)
+            y0, y1 = ax.get_ylim()
+            for ln in lines:
+                w = float(ln["wavelength_air_A"])
+                if lo <= w <= hi and ln["species"] in SPECIES_COLOURS:
+                    ax.axvline(w, color=SPECIES_COLOURS[ln["species"]], lw=0.6, alpha=0.6, zorder=0)
+            ax.set_ylim(y0, y1)
+        axes[-1, c].set_xlabel("wavelength [Å]")
+    handles = [mpl.lines.Line2D([], [], color=v, lw=1.5, label=k) for k, v in SPECIES_COLOURS.items()
+               if k not in ("Fe II", "Ca I")]
+    fig.legend(handles=handles, loc="upper right", ncol=len(handles), frameon=False, fontsize=7)
+    if title:
+        fig.suptitle(title, x=0.01, ha="left")
+    return fig
+
+
+def enrichment_matrix(matrix: dict, title=""):
+    """Heat map of gradient-power enrichment: labels (rows) × line species (columns)."""
+    labels = list(matrix)
+    groups = list(next(iter(matrix.values())))
+    m = np.array([[matrix[k][g] for g in groups] for k in labels])
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(groups), 0.5 + 0.45 * len(labels)))
+    im = ax.imshow(np.log10(np.clip(m, 1e-2, None)), cmap="RdBu_r", vmin=-1.2, vmax=1.2, aspect="auto")
+    for i in range(len(labels)):
+        for j in range(len(groups)):
+            ax.text(j, i, f"{m[i, j]:.1f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(groups)), groups, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), [LABEL_TEX[k].split(" [")[0] for k in labels])
+    fig.colorbar(im, ax=ax, label="log10 enrichment")
+    if title:
+        ax.set_title(title, loc="left")
+    return fig
+
+
+def benchmark_offsets(rows: list[dict], labels=("teff", "logg", "feh")):
+    """CNN − reference against reference for benchmark spectra; filled: high S/N, open: survey S/N."""
+    fig, axes = plt.subplots(1, len(labels), figsize=(12, 3.0))
+    for ax, k in zip(axes, labels):
+        for regime, face in (("high S/N", None), ("survey S/N", "none")):
+            rr = [r for r in rows if r["regime"] == regime]
+            if not rr:
+                continue
+            x = np.array([r[f"ref_{k}"] for r in rr])
+            d = np.array([r[f"d_{k}"] for r in rr])
+            e = np.array([r[f"cnn_e_{k}"] for r in rr])
+            ax.errorbar(x, d, yerr=e, fmt="o", ms=4, mfc=face, color=OKABE_ITO[5] if face is None else OKABE_ITO[6],
+                        lw=0.8, label=regime)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("reference " + LABEL_TEX[k])
+        ax.set_title("CNN − reference", loc="left")
+    axes[0].legend(frameon=False)
+    return fig
+
+
+def cluster_means(rows: list[dict], labels, simulated: bool):
+    """Mean CNN label per cluster (member dispersion as error bar) against the input mean."""
+    fig, axes = plt.subplots(1, len(labels), figsize=(11, 3.2))
+    for ax, k in zip(axes, labels):
+        y = np.array([r[f"mean_{k}"] for r in rows])
+        e = np.array([r[f"sd_{k}"] for r in rows])
+        x = np.array([r[f"true_{k}"] for r in rows]) if simulated else np.arange(len(rows))
+        ax.errorbar(x, y, yerr=e, fmt="o", ms=4, color=OKABE_ITO[5], lw=0.8)
+        if simulated:
+            lo, hi = min(x.min(), (y - e).min()), max(x.max(), (y + e).max())
+            ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+            ax.set_xlabel("input " + LABEL_TEX[k])
+        else:
+            ax.set_xlabel("cluster")
+        ax.set_ylabel("CNN " + LABEL_TEX[k])
+    return fig
+
+
+def mg_al_clusters(table, clusters, simulated: bool):
+    """[Mg/Fe] against [Al/Fe] per cluster: input (grey) and CNN (blue)."""
+    n = max(len(clusters), 1)
+    ncol = min(n, 3)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
+    name = np.asarray(table["cluster"])
+    for ax, c in zip(axes.flat, clusters):
+        m = name == c
+        if simulated:
+            ax.scatter(table["truth_al_fe"][m], table["truth_mg_fe"][m], s=8, color="0.6", label="input")
+        ax.scatter(table["cnn_al_fe"][m], table["cnn_mg_fe"][m], s=8, color=OKABE_ITO[5], label="CNN")
+        ax.set_title(c, loc="left")
+        ax.set_xlabel(LABEL_TEX["al_fe"])
+        ax.set_ylabel(LABEL_TEX["mg_fe"])
+    for ax in list(axes.flat)[len(clusters):]:
+        ax.axis("off")
+    axes.flat[0].legend(frameon=False)
     return fig

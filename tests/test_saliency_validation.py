@@ -1,0 +1,108 @@
+"""Chapters 04 and 05 helpers on cases with a known answer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from helpers import saliency, validation
+
+keras = pytest.importorskip("keras")
+
+
+def _one_pixel_model(n_pixels=200, pixel=120, n_labels=2):
+    inp = keras.Input(shape=(n_pixels, 1))
+    dense = keras.layers.Dense(n_labels, use_bias=False)
+    model = keras.Model(inp, dense(keras.layers.Flatten()(inp)))
+    w = np.zeros((n_pixels, n_labels), np.float32)
+    w[pixel, 0] = 3.0  # label 0 sees only this pixel
+    w[pixel + 30, 1] = -1.0  # label 1 only this one
+    dense.set_weights([w])
+    return model
+
+
+def test_a_model_that_sees_one_pixel_has_all_its_gradient_there():
+    model = _one_pixel_model()
+    x = np.random.default_rng(0).normal(1, 0.05, (20, 200, 1)).astype(np.float32)
+    g = saliency.mean_gradients([model, model], x, batch_size=7)
+    assert g.shape == (2, 2, 200)
+    assert np.allclose(g[:, 0, 120], 3.0) and np.allclose(np.delete(g[:, 0], 120, axis=1), 0.0)
+    assert np.allclose(g[:, 1, 150], -1.0)
+    wave = 8000 + 0.05 * np.arange(200)
+    lines = [{"wavelength_air_A": wave[120], "species": "Mg I"}, {"wavelength_air_A": wave[150], "species": "Al I"}]
+    mg = saliency.line_mask(wave, lines, "Mg I", 0.12)
+    assert mg[120] and not mg[150] and mg.sum() == 5  # ±0.12 Å at 0.05 Å pixels: 2 either side
+    share = saliency.power_share(g[0, 0], mg)
+    assert share == pytest.approx(1.0)
+    v = saliency.verdict(share, saliency.shift_null(g[0, 0], mg, 200, seed=1, min_shift=10))
+    assert v["reads_own_lines"] and v["enrichment"] > 10 and v["p"] < 0.01
+    al = saliency.line_mask(wave, lines, ("Al I",), 0.12)
+    assert saliency.power_share(g[0, 0], al) == 0.0
+    m = saliency.species_enrichment({"mg_fe": g[0, 0], "al_fe": g[0, 1]}, wave, lines,
+                                    {"Mg": ("Mg I",), "Al": ("Al I",)}, 0.12)
+    assert m["mg_fe"]["Mg"] == pytest.approx(200 / 5) and m["mg_fe"]["Al"] == 0.0 and m["al_fe"]["Al"] > 1
+
+
+def test_white_noise_gradient_is_not_called_a_line_reader():
+    g = np.random.default_rng(3).normal(0, 1, 5000)
+    mask = np.zeros(5000, bool)
+    mask[::50] = True
+    null = saliency.shift_null(g, mask, 300, seed=2)
+    assert np.mean(null) == pytest.approx(mask.mean(), rel=0.15)
+    assert not saliency.verdict(saliency.power_share(g, mask), null)["reads_own_lines"]
+
+
+def test_subsample_box_and_selection():
+    sub = saliency.SubSample("x", (5000, 6000), (4.0, 4.5), (-0.2, 0.2))
+    teff = np.array([5500, 5500, 6500, 5500])
+    logg = np.array([4.2, 4.2, 4.2, 3.0])
+    feh = np.array([0.0, 0.0, 0.0, 0.0])
+    assert list(saliency.select_subsample(sub, teff, logg, feh, 10, 0)) == [0, 1]
+    assert len(saliency.select_subsample(sub, teff, logg, feh, 1, 0)) == 1
+    assert list(saliency.select_subsample(sub, teff, logg, feh, 10, 0, snr=[10, 50, 50, 50], snr_min=20)) == [1]
+
+
+def test_anticorrelation_recovers_a_known_slope():
+    rng = np.random.default_rng(0)
+    al = rng.uniform(0, 1, 200)
+    mg = 0.3 - 0.35 * al + rng.normal(0, 0.02, 200)
+    r = validation.anticorrelation(al, mg, n_boot=300, seed=1)
+    assert r["slope"] == pytest.approx(-0.35, abs=0.02) and r["r"] < -0.9
+    assert 0 < r["slope_err"] < 0.02 and 0 < r["r_err"] < 0.05
+    flat = validation.anticorrelation(al, rng.normal(0, 0.02, 200), n_boot=300)
+    assert abs(flat["r"]) < 3 * flat["r_err"] + 0.05
+    assert np.isnan(validation.anticorrelation([1, 2], [1, 2])["slope"])
+
+
+def test_homogeneous_cluster_has_dispersion_ratio_one_and_benchmarks_their_offsets():
+    rng = np.random.default_rng(1)
+    n = 400
+    t = Table({"cluster": np.array(["A"] * n + ["B"] * 3), "group": np.array(["open_cluster"] * (n + 3)),
+               "truth_feh": np.full(n + 3, -0.1), "cnn_feh": -0.1 + rng.normal(0, 0.05, n + 3)})
+    rows = validation.cluster_rows(t, ["A", "B"], ("feh",), {"feh": 0.05}, min_members=5)
+    assert len(rows) == 1  # B has too few members
+    assert rows[0]["ratio_feh"] == pytest.approx(1.0, abs=0.1) and rows[0]["true_sd_feh"] == 0
+    ref = {"S1": {"teff": 5000.0, "logg": 3.0, "feh": 0.0}, "S2": {"teff": 6000.0, "logg": 4.0, "feh": -1.0}}
+    b = Table({"group": ["benchmark"] * 4 + ["field"], "cluster": ["S1", "S2", "S1", "S2", "x"],
+               "snr": [250.0, 250.0, 30.0, 30.0, 30.0],
+               **{f"cnn_{k}": [v + 100 * (k == "teff"), w + 100 * (k == "teff"), v + 300 * (k == "teff"),
+                               w - 100 * (k == "teff"), 0.0]
+                  for k, v, w in (("teff", 5000.0, 6000.0), ("logg", 3.0, 4.0), ("feh", 0.0, -1.0))},
+               **{f"cnn_e_{k}": [1.0] * 5 for k in ("teff", "logg", "feh")}})
+    br = validation.benchmark_rows(b, ref, high_snr=200)
+    assert len(br) == 4 and {r["regime"] for r in br} == {"high S/N", "survey S/N"}
+    s = {(r["regime"], r["label"]): r for r in validation.benchmark_summary(br)}
+    assert s[("high S/N", "teff")]["offset"] == pytest.approx(100) and s[("high S/N", "feh")]["offset"] == 0
+    assert s[("survey S/N", "teff")]["offset"] == pytest.approx(100)  # median of +300 and -100
+
+
+def test_extrapolation_flag_marks_outside_and_holes():
+    rng = np.random.default_rng(2)
+    y = rng.uniform(0, 1, (4000, 2))
+    y = y[np.hypot(y[:, 0] - 0.5, y[:, 1] - 0.5) > 0.2]  # a hole in the middle
+    flag = validation.ExtrapolationFlag(y, k=10, quantile=0.99)
+    f = flag(np.array([[0.2, 0.2], [1.5, 0.5], [0.5, 0.5], [np.nan, 0.1]]))
+    assert list(f["outside_box"]) == [False, True, False, True]
+    assert list(f["sparse"]) == [False, True, True, False]
+    assert list(f["flag"]) == [False, True, True, True]
+    assert flag(y)["flag"].mean() < 0.03  # the training stars themselves are rarely flagged

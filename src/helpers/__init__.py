@@ -3,8 +3,13 @@
 The package is organised one module per concern (see ``DESIGN.md`` in the
 repository): :mod:`helpers.simulate` (forward model), :mod:`helpers.galaxy`
 (mock Milky Way), :mod:`helpers.survey` (the simulated Gaia-ESO survey),
-:mod:`helpers.dataset` (data-set files), :mod:`helpers.pipeline` (the
-notebook runner) and :mod:`helpers.book` (the book build), among others.
+:mod:`helpers.dataset` (data-set files), :mod:`helpers.cleaning` (t-SNE
+cleaning), :mod:`helpers.model` (the CNN and its fast ensemble inference),
+:mod:`helpers.ensemble` (training workflow, prediction tables, precision),
+:mod:`helpers.precision` (Cramér–Rao bound), :mod:`helpers.saliency` (input
+gradients against the line list), :mod:`helpers.validation` (benchmarks,
+clusters, extrapolation flags), :mod:`helpers.pipeline` (the notebook runner)
+and :mod:`helpers.book` (the book build), among others.
 """
 
 __version__ = "0.1.0"

@@ -17,7 +17,8 @@ __all__ = ["use_style", "SPECIES_COLOURS", "spectra_with_lines", "line_response"
            "galactic_positions", "abundance_plane", "survey_vs_truth", "unavailable", "tsne_maps",
            "tsne_by_category", "group_gallery", "mg_al_by_cluster", "training_curves", "member_selection",
            "one_to_one", "residuals_vs_snr", "calibration", "gradients_under_spectrum", "enrichment_matrix",
-           "benchmark_offsets", "cluster_means", "mg_al_clusters"]
+           "benchmark_offsets", "cluster_means", "mg_al_clusters", "density_planes", "planes_in_bins",
+           "radial_profiles"]
 
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
 #: Colours of the species marked on spectra.
@@ -503,4 +504,66 @@ def mg_al_clusters(table, clusters, simulated: bool):
     for ax in list(axes.flat)[len(clusters):]:
         ax.axis("off")
     axes.flat[0].legend(frameon=False)
+    return fig
+
+
+def density_planes(sources: dict, ylabel_key: str, split: dict | None = None, extent=((-2.0, 0.6), (-0.3, 0.6))):
+    """[X/Fe] against [Fe/H] as log-density maps, one panel per label source (``{name: (feh, xfe)}``);
+    ``split`` (``{name: high_alpha mask}``) draws the high-α stars' density as contours."""
+    fig, axes = plt.subplots(1, len(sources), figsize=(4.0 * len(sources), 3.3), sharex=True, sharey=True)
+    axes = np.atleast_1d(axes)
+    (x0, x1), (y0, y1) = extent
+    for ax, (name, (feh, xfe)) in zip(axes, sources.items()):
+        feh, xfe = np.asarray(feh, float), np.asarray(xfe, float)
+        ok = np.isfinite(feh) & np.isfinite(xfe)
+        h, xe, ye = np.histogram2d(feh[ok], xfe[ok], bins=(70, 60), range=((x0, x1), (y0, y1)))
+        ax.imshow(np.log10(h.T + 1), origin="lower", extent=(x0, x1, y0, y1), aspect="auto", cmap="Greys")
+        if split is not None and name in split:
+            hi = ok & np.asarray(split[name], bool)
+            hh, _, _ = np.histogram2d(feh[hi], xfe[hi], bins=(35, 30), range=((x0, x1), (y0, y1)))
+            if hh.max() > 0:
+                ax.contour(np.linspace(x0, x1, 35), np.linspace(y0, y1, 30), hh.T,
+                           levels=np.array([0.1, 0.3, 0.6]) * hh.max(), colors=OKABE_ITO[6], linewidths=0.8)
+        ax.set_title(name, loc="left")
+        ax.set_xlabel(LABEL_TEX["feh"])
+    axes[0].set_ylabel(LABEL_TEX[ylabel_key])
+    return fig
+
+
+def planes_in_bins(feh, xfe, R, z, ylabel_key: str, r_edges=(3, 6, 9, 12, 15), z_edges=(0, 0.5, 1.0, 3.0)):
+    """[X/Fe]–[Fe/H] planes in bins of R (columns) and |z| (rows, highest on top)."""
+    feh, xfe, R, az = (np.asarray(a, float) for a in (feh, xfe, R, np.abs(np.asarray(z, float))))
+    nr, nz = len(r_edges) - 1, len(z_edges) - 1
+    fig, axes = plt.subplots(nz, nr, figsize=(2.6 * nr, 2.2 * nz), sharex=True, sharey=True, squeeze=False)
+    for i in range(nz):
+        for j in range(nr):
+            ax = axes[nz - 1 - i, j]
+            m = (R >= r_edges[j]) & (R < r_edges[j + 1]) & (az >= z_edges[i]) & (az < z_edges[i + 1])
+            m &= np.isfinite(feh) & np.isfinite(xfe)
+            ax.scatter(feh[m], xfe[m], s=1, color=OKABE_ITO[5], alpha=0.5, rasterized=True)
+            ax.text(0.03, 0.95, f"{r_edges[j]}–{r_edges[j + 1]} kpc\n|z| {z_edges[i]}–{z_edges[i + 1]}\n{m.sum()} stars",
+                    transform=ax.transAxes, va="top", fontsize=7)
+            ax.set_xlim(-2.0, 0.6)
+            ax.set_ylim(-0.3, 0.6)
+    for ax in axes[-1]:
+        ax.set_xlabel(LABEL_TEX["feh"])
+    for ax in axes[:, 0]:
+        ax.set_ylabel(LABEL_TEX[ylabel_key])
+    return fig
+
+
+def radial_profiles(R, sources: dict, masks: dict, key: str, r_edges=np.arange(4, 14.1, 1.0)):
+    """Median of a label in bins of R for each source (with its own population mask)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    mid = 0.5 * (r_edges[1:] + r_edges[:-1])
+    R = np.asarray(R, float)
+    for (name, y), c in zip(sources.items(), OKABE_ITO[5:] + OKABE_ITO[1:5]):
+        y = np.asarray(y, float)
+        m = np.asarray(masks[name], bool)
+        med = [np.nanmedian(y[m & (R >= a) & (R < b)]) if np.sum(m & (R >= a) & (R < b)) >= 10 else np.nan
+               for a, b in zip(r_edges[:-1], r_edges[1:])]
+        ax.plot(mid, med, "o-", color=c, label=name, ms=4)
+    ax.set_xlabel("R [kpc]")
+    ax.set_ylabel("median " + LABEL_TEX[key])
+    ax.legend(frameon=False)
     return fig

@@ -1,0 +1,49 @@
+"""Chapter 06 helpers: the α split, gradients with a planted answer, the Sun's position."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import chemo
+from helpers.galaxy import FRAME, galactocentric, high_alpha_mg, low_alpha_mg
+
+
+def test_a_planted_gradient_is_recovered_within_its_error():
+    rng = np.random.default_rng(0)
+    n = 3000
+    R = rng.uniform(5, 12, n)
+    z = rng.normal(0, 0.6, n)
+    feh = 0.05 - 0.064 * (R - 8.122) - 0.30 * np.abs(z) + rng.normal(0, 0.15, n)
+    g = chemo.fit_gradients(R, z, feh, n_boot=300, seed=1)
+    assert g["n"] == n
+    assert abs(g["grad_R"] + 0.064) < 3 * g["grad_R_err"] and g["grad_R_err"] < 0.005
+    assert abs(g["grad_z"] + 0.30) < 3 * g["grad_z_err"]
+    assert g["a"] == pytest.approx(0.05, abs=0.02)
+    rows = chemo.gradient_rows(R, z, {"truth": {"feh": feh}}, {"all": np.ones(n, bool)}, (5, 12), 2.0, 100)
+    assert len(rows) == 1 and rows[0]["grad_R"] == pytest.approx(g["grad_R"], abs=1e-3)
+    assert np.isnan(chemo.fit_gradients(R[:5], z[:5], feh[:5])["grad_R"])
+
+
+def test_alpha_split_separates_two_clean_sequences():
+    rng = np.random.default_rng(1)
+    f_lo = rng.uniform(-0.8, 0.3, 2000)
+    f_hi = rng.uniform(-1.0, -0.2, 600)
+    feh = np.concatenate([f_lo, f_hi])
+    mg = np.concatenate([low_alpha_mg(f_lo), high_alpha_mg(f_hi)]) + rng.normal(0, 0.02, 2600)
+    truth_high = np.r_[np.zeros(2000, bool), np.ones(600, bool)]
+    s = chemo.split_alpha(feh, mg, seed=0)
+    assert np.mean(s["high_alpha"] == truth_high) > 0.95
+    assert np.all((s["p_high"] >= 0) & (s["p_high"] <= 1))
+    with pytest.raises(ValueError, match="at least 20"):
+        chemo.split_alpha(feh[:5], mg[:5])
+
+
+def test_the_sun_sits_where_the_frame_puts_it():
+    pos = galactocentric(np.array([10.0, 200.0]), np.array([-30.0, 45.0]), np.array([1e-3, 1e-3]))
+    assert np.allclose(pos["R"], FRAME.galcen_distance_kpc, atol=1e-3)
+    assert np.allclose(pos["z"], FRAME.z_sun_pc / 1000, atol=1e-3)
+
+
+def test_literature_values_have_sources():
+    rows = {r["quantity"]: r for r in chemo.load_literature_gradients()}
+    assert rows["thin_disc_radial_feh"]["value"] == -0.064 and "Spina" in rows["thin_disc_radial_feh"]["source"]

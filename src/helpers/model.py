@@ -287,7 +287,8 @@ def select_members(val_losses, percentile: float = 80.0) -> np.ndarray:
     return np.nonzero(v <= np.percentile(v, percentile))[0]
 
 
-def ensemble_predict(models, x, scaler: LabelScaler, batch_size: int = 256, fused: bool = True):
+def ensemble_predict(models, x, scaler: LabelScaler, batch_size: int = 256, fused: bool = True,
+                     engine: "FusedEnsemble | None" = None):
     """Mean and standard deviation over the members, in label units.
 
     Parameters
@@ -302,14 +303,16 @@ def ensemble_predict(models, x, scaler: LabelScaler, batch_size: int = 256, fuse
         Use :class:`FusedEnsemble` where it applies (TensorFlow backend, networks of
         :func:`build_model`); otherwise each model's ``predict``. Both give the same
         numbers to float32 round-off.
+    engine : FusedEnsemble, optional
+        One built earlier for these models (building one traces a graph: reuse it when
+        predicting block by block).
 
     Returns
     -------
     mean, std : ndarray, shape (n, n_labels)
     per_model : ndarray, shape (n_models, n, n_labels)
     """
-    engine = None
-    if fused:
+    if engine is None and fused:
         try:
             engine = FusedEnsemble(models)
         except NotImplementedError:

@@ -507,9 +507,11 @@ def mg_al_clusters(table, clusters, simulated: bool):
     return fig
 
 
-def density_planes(sources: dict, ylabel_key: str, split: dict | None = None, extent=((-2.0, 0.6), (-0.3, 0.6))):
+def density_planes(sources: dict, ylabel_key: str, split: dict | None = None, extent=((-2.0, 0.6), (-0.3, 0.6)),
+                   errors: dict | None = None):
     """[X/Fe] against [Fe/H] as log-density maps, one panel per label source (``{name: (feh, xfe)}``);
-    ``split`` (``{name: high_alpha mask}``) draws the high-α stars' density as contours."""
+    ``split`` (``{name: high_alpha mask}``) draws the high-α stars' density as contours;
+    ``errors`` (``{name: (σ[Fe/H], σ[X/Fe])}``) draws a typical error bar in the corner."""
     fig, axes = plt.subplots(1, len(sources), figsize=(4.0 * len(sources), 3.3), sharex=True, sharey=True)
     axes = np.atleast_1d(axes)
     (x0, x1), (y0, y1) = extent
@@ -524,6 +526,10 @@ def density_planes(sources: dict, ylabel_key: str, split: dict | None = None, ex
             if hh.max() > 0:
                 ax.contour(np.linspace(x0, x1, 35), np.linspace(y0, y1, 30), hh.T,
                            levels=np.array([0.1, 0.3, 0.6]) * hh.max(), colors=OKABE_ITO[6], linewidths=0.8)
+        if errors is not None and name in errors:
+            ex, ey = errors[name]
+            ax.errorbar(x0 + 0.12 * (x1 - x0), y1 - 0.12 * (y1 - y0), xerr=ex, yerr=ey, color="k", capsize=2, lw=1)
+            ax.text(x0 + 0.2 * (x1 - x0), y1 - 0.12 * (y1 - y0), "median σ", va="center", fontsize=7)
         ax.set_title(name, loc="left")
         ax.set_xlabel(LABEL_TEX["feh"])
     axes[0].set_ylabel(LABEL_TEX[ylabel_key])

@@ -52,6 +52,11 @@ def test_predictions_round_trip_through_fits(tmp_path):
     back = ensemble.read_predictions(path)
     assert back["star_id"][5] == "S5" and back.meta["N_MODELS"] == 8
     assert np.allclose(back["cnn_teff"], table["cnn_teff"]) and back["in_test"].dtype == bool
+    # missing survey labels come back as plain NaN, not as a masked column
+    table["survey_al_fe"][3] = np.nan
+    back = ensemble.read_predictions(ensemble.write_predictions(tmp_path / "q.fits", table))
+    assert not hasattr(back["survey_al_fe"], "mask") and np.isnan(back["survey_al_fe"][3])
+    assert np.nanmedian(back["survey_al_fe"]) == pytest.approx(np.nanmedian(np.asarray(table["survey_al_fe"])))
     with pytest.raises(FileExistsError):
         ensemble.write_predictions(path, table, overwrite=False)
     with pytest.raises(FileNotFoundError, match="notebook 03"):

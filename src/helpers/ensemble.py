@@ -115,9 +115,11 @@ def read_predictions(path):
     missing = [f"cnn_{k}" for k in LABELS if f"cnn_{k}" not in t.colnames]
     if missing:
         raise ValueError(f"{path} is not a prediction table (no columns {missing})")
-    for c in t.colnames:  # FITS gives bytes for strings
-        if t[c].dtype.kind == "S":
-            t[c] = np.char.decode(t[c], "utf-8")
+    for c in t.colnames:
+        if t[c].dtype.kind == "S":  # FITS gives bytes for strings
+            t[c] = np.char.decode(np.asarray(t[c]), "utf-8")
+        elif t[c].dtype.kind == "f" and hasattr(t[c], "mask"):  # NaN-masked floats: plain NaN
+            t[c] = np.asarray(t[c].filled(np.nan), float)
     return t
 
 

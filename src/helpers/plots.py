@@ -366,6 +366,8 @@ def residuals_vs_snr(err, snr, crb=None, crb_snr=None, ylabel="CNN − truth"):
         if crb is not None:
             ax.scatter(crb_snr, crb[:, j], s=3, color="0.5", label="Cramér–Rao bound")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(mpl.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
         ax.set_ylim(-lim, lim)
         ax.set_xlabel("S/N")
         ax.set_title(LABEL_TEX[k], loc="left")

@@ -187,3 +187,22 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
     with pytest.raises(FileExistsError):
         with atomic_path(target, overwrite=False):
             pass
+
+
+def test_about_run_page_is_written_from_the_records(tmp_path):
+    import json
+
+    from helpers import book
+
+    rec_dir = tmp_path / "records"
+    rec_dir.mkdir()
+    for i, (nb, wall) in enumerate((("01_a.ipynb", 90.0), ("02_b.ipynb", 30.0))):
+        (rec_dir / f"{nb[:-6]}.json").write_text(json.dumps({
+            "notebook": nb, "status": "ok", "wall_time_s": wall, "started": f"2026-01-0{i + 1}T10:00:00+00:00",
+            "git_commit": "abcdef1234567", "seed": 7, "machine": {"cpu_count": 2},
+            "packages": {"numpy": "9.9", "keras": "3.0"}, "parameters": {"n": i, "seed": 7}}))
+    page = book.about_run_page(tmp_path)
+    assert "| 01_a.ipynb | ok | 1.5 |" in page and "| 02_b.ipynb | ok | 0.5 |" in page
+    assert "Total: 2.0 minutes." in page and "| numpy | 9.9 |" in page and "cpu_count: 2" in page
+    assert "n: 1" in page and "abcdef1234" in page
+    assert "No run records" in book.about_run_page(tmp_path / "empty")

@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,51 @@ def chapter_files(toc_path: Path = paths.BOOK / "_toc.yml") -> list[str]:
     return out
 
 
+#: Packages listed on the "About this run" page.
+KEY_PACKAGES = ("numpy", "astropy", "h5py", "keras", "tensorflow-cpu", "jax", "torch", "scikit-learn",
+                "openTSNE", "papermill", "jupyter-book", "myst-nb")
+
+
+def about_run_page(run_dir: Path) -> str:
+    """Markdown of the "About this run" page, written from the run records of ``run_dir``.
+
+    One row per notebook (status, wall time, start, commit), the machine, the versions of the
+    main packages and every notebook's parameters, all read from ``records/*.json``.
+    """
+    recs = []
+    for p in sorted((Path(run_dir) / paths.RUN_RECORDS).glob("*.json")):
+        with open(p, encoding="utf-8") as fh:
+            recs.append(json.load(fh))
+    name = Path(run_dir).name
+    lines = ["# About this run", "",
+             f"This book shows the run of profile `{name}` (`params/{name}.yaml`). Everything below is read "
+             "from the run records that the pipeline writes beside the artefacts (`runs/<profile>/records/`).",
+             ""]
+    if not recs:
+        return "\n".join(lines + ["No run records were found.", ""])
+    total = sum(float(r.get("wall_time_s", 0) or 0) for r in recs)
+    lines += ["| notebook | status | wall time [min] | started (UTC) | commit |", "|---|---|---|---|---|"]
+    for r in recs:
+        lines.append(f"| {r['notebook']} | {r.get('status', '')} | {float(r.get('wall_time_s', 0)) / 60:.1f} | "
+                     f"{r.get('started', '')[:16].replace('T', ' ')} | {str(r.get('git_commit', ''))[:10]} |")
+    lines += ["", f"Total: {total / 60:.1f} minutes.", ""]
+    m = recs[-1].get("machine", {})
+    if m:
+        lines += ["## Machine", "", ", ".join(f"{k}: {v}" for k, v in m.items()), ""]
+    pk = recs[-1].get("packages", {})
+    if pk:
+        lines += ["## Package versions", "", "| package | version |", "|---|---|"]
+        lines += [f"| {k} | {pk[k]} |" for k in KEY_PACKAGES if k in pk]
+        lines += ["", "The full list is in each record (`packages`).", ""]
+    lines += ["## Parameters", ""]
+    for r in recs:
+        params = {k: v for k, v in sorted(r.get("parameters", {}).items())}
+        lines += [f"### {r['notebook']}", "", f"Seed: {r.get('seed', '')}.", "", "```yaml"]
+        lines += [line for line in yaml.safe_dump(params, sort_keys=True, allow_unicode=True).splitlines()]
+        lines += ["```", ""]
+    return "\n".join(lines)
+
+
 def stage_book(run_dir: Path, stage: Path, book_src: Path = paths.BOOK) -> Path:
     """Copy the book sources and the run's executed notebooks into ``stage``.
 
@@ -69,6 +115,7 @@ def stage_book(run_dir: Path, stage: Path, book_src: Path = paths.BOOK) -> Path:
                 missing.append(str(src))
             else:
                 shutil.copy2(src, stage / "chapters" / src.name)
+    (stage / "about_run.md").write_text(about_run_page(run_dir), encoding="utf-8")
     if missing:
         raise BookError("the book needs executed notebooks that this run does not have: "
                         + ", ".join(missing) + "; run the pipeline for this profile first")

@@ -31,11 +31,13 @@ def test_alpha_split_separates_two_clean_sequences():
     feh = np.concatenate([f_lo, f_hi])
     mg = np.concatenate([low_alpha_mg(f_lo), high_alpha_mg(f_hi)]) + rng.normal(0, 0.02, 2600)
     truth_high = np.r_[np.zeros(2000, bool), np.ones(600, bool)]
-    s = chemo.split_alpha(feh, mg, seed=0)
+    s = chemo.AlphaSplit(feh, mg, seed=0)(feh, mg)
     assert np.mean(s["high_alpha"] == truth_high) > 0.95
+    q = chemo.split_quality(s["high_alpha"], np.where(truth_high, "thick", "thin"))
+    assert q["purity"] > 0.9 and q["completeness"] > 0.9 and q["high"] == pytest.approx(600 / 2600, abs=0.03)
     assert np.all((s["p_high"] >= 0) & (s["p_high"] <= 1))
     with pytest.raises(ValueError, match="at least 20"):
-        chemo.split_alpha(feh[:5], mg[:5])
+        chemo.AlphaSplit(feh[:5], mg[:5])
 
 
 def test_the_sun_sits_where_the_frame_puts_it():

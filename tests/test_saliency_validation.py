@@ -106,3 +106,30 @@ def test_extrapolation_flag_marks_outside_and_holes():
     assert list(f["sparse"]) == [False, True, True, False]
     assert list(f["flag"]) == [False, True, True, True]
     assert flag(y)["flag"].mean() < 0.03  # the training stars themselves are rarely flagged
+
+
+def test_gc_rows_and_flag_rows_on_a_known_table():
+    rng = np.random.default_rng(5)
+    n = 60
+    al = rng.uniform(0, 1, n)
+    t = Table({"cluster": np.array(["G1"] * 30 + ["G2"] * 27 + ["tiny"] * 3), "group": ["globular_cluster"] * n,
+               "truth_al_fe": al, "truth_mg_fe": 0.3 - 0.35 * al + rng.normal(0, 0.01, n),
+               "cnn_al_fe": al, "cnn_mg_fe": 0.1 + 0.2 * al + rng.normal(0, 0.01, n),
+               "cnn_feh": np.full(n, -1.0), "truth_feh": np.full(n, -1.0),
+               "cnn_teff": np.r_[np.full(50, 5000.0), np.full(10, 5500.0)], "truth_teff": np.full(n, 5000.0)})
+    rows = validation.gc_rows(t, ["G1", "G2", "tiny"], n_boot=100, seed=0, min_members=5)
+    assert [r["cluster"] for r in rows] == ["G1", "G2"]
+    assert all(r["true_slope"] == pytest.approx(-0.35, abs=0.03) and r["cnn_slope"] == pytest.approx(0.2, abs=0.03)
+               for r in rows)
+    flag = np.r_[np.zeros(50, bool), np.ones(10, bool)]
+    (r,) = validation.flag_rows(t, flag, groups=("globular_cluster",))
+    assert r["n"] == n and r["flagged"] == pytest.approx(10 / 60)
+    assert r["err_ok_teff"] == 0.0 and np.isclose(r["err_flag_teff"], 0.0)  # all flagged are off by +500 K alike
+
+
+def test_rows_by_id_maps_and_names_a_missing_star():
+    from helpers.dataset import rows_by_id
+
+    assert list(rows_by_id(np.array(["a", "b", "c"]), np.array(["c", "a"]))) == [2, 0]
+    with pytest.raises(KeyError, match="different runs"):
+        rows_by_id(np.array(["a"]), np.array(["z"]))

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import paths
 
-__all__ = ["AlphaSplit", "split_alpha", "fit_gradients", "gradient_rows", "load_literature_gradients"]
+__all__ = ["AlphaSplit", "split_quality", "fit_gradients", "gradient_rows", "load_literature_gradients"]
 
 
 def load_literature_gradients(path=paths.PACKAGE_DATA / "literature_gradients.csv") -> list[dict]:
@@ -67,9 +67,17 @@ class AlphaSplit:
                 "in_range": (f > self.feh_range[0]) & (f < self.feh_range[1])}
 
 
-def split_alpha(feh, mg_fe, seed: int = 0, feh_range=(-1.2, 0.4)) -> dict:
-    """Convenience: fit :class:`AlphaSplit` to the stars and classify them."""
-    return AlphaSplit(feh, mg_fe, seed, feh_range)(feh, mg_fe)
+def split_quality(high_alpha, population) -> dict:
+    """How well a high-α class matches the true populations: ``high`` (fraction classed high-α),
+    ``purity`` (share of true thick-disc stars among the disc stars classed high-α) and
+    ``completeness`` (share of true thick-disc stars classed high-α)."""
+    h = np.asarray(high_alpha, bool)
+    pop = np.asarray(population)
+    thick = pop == "thick"
+    disc = np.isin(pop, ["thin", "thick"])
+    return {"high": float(h.mean()),
+            "purity": float(thick[h & disc].mean()) if (h & disc).any() else float("nan"),
+            "completeness": float(h[thick].mean()) if thick.any() else float("nan")}
 
 
 def fit_gradients(R, z, y, r0: float = 8.122, n_boot: int = 500, seed: int = 0) -> dict:

@@ -216,6 +216,22 @@ def _check_grid(path, h, expect_grid: Grid | None) -> None:
         )
 
 
+def rows_by_id(ids, wanted) -> np.ndarray:
+    """Positions in ``ids`` of each identifier in ``wanted`` (e.g. ``star_id`` of a subset).
+
+    Raises
+    ------
+    KeyError
+        If an identifier of ``wanted`` is not in ``ids`` (the two files are from different runs).
+    """
+    row_of = {s: i for i, s in enumerate(np.asarray(ids).tolist())}
+    try:
+        return np.array([row_of[s] for s in np.asarray(wanted).tolist()], dtype=np.int64)
+    except KeyError as exc:
+        raise KeyError(f"identifier {exc.args[0]!r} is not in the catalogue: the files come from different "
+                       "runs; re-run the pipeline from the notebook that made the older one") from None
+
+
 def read_catalogue(path, expect_grid: Grid | None = None) -> tuple[dict, dict]:
     """Read only the catalogue columns and the provenance (cheap for big files)."""
     with _open(path) as h:

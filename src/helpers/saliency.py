@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import LABELS
-
 __all__ = ["SubSample", "DEFAULT_SUBSAMPLES", "select_subsample", "mean_gradients", "line_mask",
            "OWN_SPECIES", "power_share", "shift_null", "species_enrichment", "verdict"]
 
@@ -144,7 +142,3 @@ def species_enrichment(grad_by_label: dict, wave, lines: list[dict], species_gro
             out[k][name] = power_share(g, m) / m.mean() if m.any() else float("nan")
     return out
 
-
-def label_index(name: str) -> int:
-    """Position of a label in :data:`helpers.LABELS`."""
-    return LABELS.index(name)

@@ -10,8 +10,8 @@ import numpy as np
 
 from .precision import robust_scatter
 
-__all__ = ["benchmark_rows", "benchmark_summary", "cluster_rows", "anticorrelation",
-           "ExtrapolationFlag"]
+__all__ = ["benchmark_rows", "benchmark_summary", "cluster_rows", "anticorrelation", "gc_rows",
+           "ExtrapolationFlag", "flag_rows"]
 
 
 def benchmark_rows(table, reference: dict, labels=("teff", "logg", "feh"), high_snr: float = 200.0) -> list[dict]:
@@ -107,6 +107,25 @@ def anticorrelation(al, mg, n_boot: int = 1000, seed: int = 0) -> dict:
             "r": float(r), "r_err": float(np.nanstd(boots[:, 1]))}
 
 
+def gc_rows(table, clusters, n_boot: int = 1000, seed: int = 0, min_members: int = 5) -> list[dict]:
+    """Mg–Al anticorrelation per cluster from the CNN labels (``cnn_*``) and, where the table has
+    them, the input labels (``true_*``): slope, correlation and their bootstrap errors."""
+    name = np.asarray(table["cluster"])
+    rows = []
+    for i, c in enumerate(clusters):
+        m = name == c
+        if m.sum() < min_members:
+            continue
+        row = {"cluster": c, "n": int(m.sum()), "feh": float(np.median(np.asarray(table["cnn_feh"], float)[m]))}
+        for prefix, col in (("cnn", "cnn"), ("true", "truth")):
+            if f"{col}_al_fe" in table.colnames:
+                r = anticorrelation(np.asarray(table[f"{col}_al_fe"])[m], np.asarray(table[f"{col}_mg_fe"])[m],
+                                    n_boot, seed + i)
+                row.update({f"{prefix}_{k}": v for k, v in r.items() if k != "n"})
+        rows.append(row)
+    return rows
+
+
 class ExtrapolationFlag:
     """Flags labels that fall outside the label space of the training set.
 
@@ -144,3 +163,23 @@ class ExtrapolationFlag:
             d, _ = self._nn.kneighbors(self._scale(y[finite]), n_neighbors=self.k)
             sparse[finite] = d[:, -1] > self.threshold
         return {"outside_box": outside, "sparse": sparse, "flag": outside | sparse}
+
+
+def flag_rows(table, flag, groups=("field", "open_cluster", "globular_cluster", "benchmark")) -> list[dict]:
+    """Per group of stars: spectra, flagged fraction and, with true labels in the table, the robust
+    error of Teff and [Fe/H] for unflagged and flagged stars (NaN with fewer than 3 flagged)."""
+    group = np.asarray(table["group"])
+    flag = np.asarray(flag, bool)
+    truth = "truth_teff" in table.colnames
+    rows = []
+    for g in groups:
+        m = group == g
+        r = {"group": g.replace("_", " "), "n": int(m.sum()),
+             "flagged": float(flag[m].mean()) if m.any() else float("nan")}
+        if truth:
+            for k in ("teff", "feh"):
+                err = np.asarray(table[f"cnn_{k}"], float) - np.asarray(table[f"truth_{k}"], float)
+                r[f"err_ok_{k}"] = robust_scatter(err[m & ~flag])
+                r[f"err_flag_{k}"] = robust_scatter(err[m & flag]) if (m & flag).sum() >= 3 else float("nan")
+        rows.append(r)
+    return rows

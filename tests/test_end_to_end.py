@@ -31,17 +31,69 @@ def test_quick_pipeline_runs_every_notebook(quick_run):
     assert all(p.action == "skip" for p in again)
 
 
-@pytest.mark.slow
-def test_strict_book_build(quick_run, tmp_path):
+@pytest.fixture(scope="module")
+def quick_book(quick_run, tmp_path_factory):
     root, _ = quick_run
-    index = book.build_book("quick", out=tmp_path, strict=True, run_root=root)
-    html = tmp_path / "_build" / "html"
-    assert index.exists()
+    out = tmp_path_factory.mktemp("book")
+    index = book.build_book("quick", out=out, strict=True, run_root=root)
+    return index.parent
+
+
+@pytest.mark.slow
+def test_strict_book_build(quick_run, quick_book):
+    root, _ = quick_run
+    html = quick_book
+    assert book.check_site(html) >= len(book.chapter_files())
     for f in book.chapter_files():
         page = (html / f"{f}.html").read_text(encoding="utf-8")
         assert "np.float64" not in page and "&lt;Figure size" not in page
-        if f.startswith("chapters/"):
+        assert "{{" not in page, f"unfilled substitution on {f}"
+        # no progress-bar clutter: Keras bars (one line per epoch is fine), tqdm bars, carriage returns
+        assert not re.search(r"━+\s+\d+m?s|it/s\]|\r", page), f
+        if f.startswith(book.CHAPTER_DIR + "/"):
+            assert "mybinder.org/v2/gh/" in page and f"{f}.ipynb" in page  # launch buttons open this chapter
+            assert "colab.research.google.com/github/" in page
+            assert f"_sources/{f}.ipynb" in page  # download as .ipynb
+            # the injected parameters are there, collapsed (hidden input, a toggle to show them)
+            assert re.search(r'class="[^"]*tag_injected-parameters[^"]*"', page)
+            m = re.search(r'class="cell tag_injected-parameters[^"]*"', page)
+            assert "tag_hide-cell" in m.group(0) and '<details class="admonition hide' in page[m.end():m.end() + 80]
+        if f.startswith(book.CHAPTER_DIR + "/"):
             nb = (root / "quick" / "notebooks" / (f.split("/")[1] + ".ipynb")).read_text()
             n_figs = len(set(re.findall(r'glue:figure\}\s+(\w+)', nb)))
             assert page.count("<img") >= n_figs > 0
             assert "injected-parameters" in page or "tag_injected-parameters" in page
+
+
+@pytest.mark.slow
+def test_book_in_a_real_browser(quick_book, tmp_path):
+    """Landing page and every page of the table of contents in headless Chromium, served locally.
+
+    No console errors (nothing fetched from the internet either: other hosts do not resolve), every
+    image loaded, math typeset by the book's own MathJax, navigation links answer; a screenshot of
+    each page is kept in test-artifacts/screenshots/.
+    """
+    from helpers import paths
+
+    import browser
+
+    if browser.find_browser() is None:
+        if browser.require_browser():
+            pytest.fail("REQUIRE_BROWSER is set but headless Chromium is missing: " + browser.INSTALL_HINT)
+        pytest.skip("headless Chromium is not installed: " + browser.INSTALL_HINT)
+    pages = ["index.html"] + [f"{f}.html" for f in book.chapter_files()]
+    shots = paths.REPO / "test-artifacts" / "screenshots"
+    reports = browser.check_pages(quick_book, pages, shots, tmp_path)
+    by_page = dict(zip(pages, reports))
+    # Jupyter Book's index.html is a redirect: the browser must land on the landing page
+    assert by_page["index.html"].final_url.endswith("/intro.html")
+    for page, rep in by_page.items():
+        assert rep.console_errors == [], (page, rep.console_errors)
+        assert rep.broken_images == [], (page, rep.broken_images)
+        assert rep.nav_links and rep.broken_links == [], (page, rep.broken_links)
+        assert rep.math_errors == 0, page
+        assert rep.screenshot.exists() and rep.screenshot.stat().st_size > 10_000, page
+        if page.startswith(book.CHAPTER_DIR + "/"):
+            assert rep.n_images > 0, page
+    # math is typeset on the pages that have some (served from the book, not a CDN)
+    assert by_page["intro.html"].n_math > 0 and by_page["notebooks/03_train_ensemble.html"].n_math > 0

@@ -37,7 +37,7 @@ def test_parameters_are_commented_and_paths_relative(nb):
 
 
 def test_every_notebook_is_a_chapter_of_the_book():
-    chapters = [f for f in book.chapter_files() if f.startswith("chapters/")]
+    chapters = [f for f in book.chapter_files() if f.startswith(book.CHAPTER_DIR + "/")]
     assert [c.split("/", 1)[1] for c in chapters] == [p.stem for p in NOTEBOOKS]
 
 
@@ -46,3 +46,34 @@ def test_profiles_resolve_for_every_notebook():
         prof = pipeline.load_profile(profile)
         resolved = pipeline.resolve_parameters(NOTEBOOKS, prof, {})
         assert set(resolved) == {p.stem for p in NOTEBOOKS}
+
+
+def _markdown(nb) -> str:
+    data = json.loads(nb.read_text())
+    return "\n".join("".join(c["source"]) for c in data["cells"] if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_chapter_has_the_page_shape(nb):
+    """Title, what it reproduces, goals, inputs/outputs, parameters, summary, exercises, runtime."""
+    import re
+
+    md = _markdown(nb)
+    assert re.match(rf"# {nb.stem[:2]} · \S", md), "title '# NN · ...' first"
+    order = ["**What this chapter reproduces.**", "**Learning goals.**", "**Inputs.**", "**Outputs.**",
+             "## Parameters", "## Summary", "## Exercises", "*Runtime of this chapter"]
+    pos = [md.find(s) for s in order]
+    assert all(p >= 0 for p in pos), [s for s, p in zip(order, pos) if p < 0]
+    assert pos == sorted(pos), "sections out of order"
+    exercises = md[md.find("## Exercises"):]
+    n_ex = len(re.findall(r"^\d\. ", exercises, re.M))
+    n_sol = len(re.findall(r":class: dropdown", exercises))
+    assert 2 <= n_ex <= 3 and n_sol == n_ex, (n_ex, n_sol)
+    # figures: every glued figure is named and captioned, and the text refers to at least one
+    figs = re.findall(r"```\{glue:figure\}\s+\w+\n(.*?)```", md, re.S)
+    assert figs
+    for body in figs:
+        assert re.search(r":name:\s*fig-", body), body[:80]
+        caption = [ln for ln in body.splitlines() if ln.strip() and not ln.startswith(":")]
+        assert caption, body[:80]
+    assert "{numref}`fig-" in md

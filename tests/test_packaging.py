@@ -33,3 +33,21 @@ def test_citation_and_licence_agree_with_the_package():
     assert cff["license"] == meta["license"]["text"] == "BSD-3-Clause"
     assert cff["version"] == meta["version"]
     assert "BSD 3-Clause" in (paths.REPO / "LICENSE").read_text(encoding="utf-8")
+
+
+def test_repository_url_is_the_same_everywhere():
+    import tomllib
+
+    import yaml
+
+    from helpers import paths
+
+    meta = tomllib.loads((paths.REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    cff = yaml.safe_load((paths.REPO / "CITATION.cff").read_text(encoding="utf-8"))
+    cfg = yaml.safe_load((paths.BOOK / "_config.yml").read_text(encoding="utf-8"))
+    repo = meta["urls"]["Repository"]
+    assert cfg["repository"]["url"] == cff["repository-code"] == repo
+    assert meta["urls"]["Issues"] == repo + "/issues"
+    assert cfg["html"]["baseurl"] == cff["url"] == meta["urls"]["Documentation"]
+    assert cfg["html"]["use_issues_button"] and cfg["html"]["use_repository_button"]
+    assert cfg["launch_buttons"]["binderhub_url"] and cfg["launch_buttons"]["colab_url"]

@@ -23,6 +23,8 @@ RUNS = REPO / "runs"
 BOOK = REPO / "book"
 #: Where ``make book`` puts the HTML build (``book/_build/html``).
 BOOK_BUILD = BOOK / "_build"
+#: Downloads needed to build the book (the MathJax package), kept between builds; not committed.
+CACHE = REPO / ".cache"
 #: The data manifest.
 MANIFEST = REPO / "data_manifest.yaml"
 

@@ -1,0 +1,133 @@
+"""The book's helpers: run numbers on Markdown pages, run times, site check, launch preparation,
+and the GitHub Pages workflow's guard."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import nbformat
+import pytest
+import yaml
+
+from helpers import book, paths
+
+
+def _executed(path, values):
+    """A notebook with glued values as myst-nb writes them."""
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("glue(...)")
+    cell.outputs = [nbformat.v4.new_output(
+        "display_data", data={"application/papermill.record/text/plain": repr(v)},
+        metadata={"scrapbook": {"name": k, "mime_prefix": "application/papermill.record/"}})
+        for k, v in values.items()]
+    nb.cells.append(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+def test_glued_values_and_substitutions(tmp_path):
+    run = tmp_path / "runs" / "demo"
+    _executed(run / "notebooks" / "03_train_ensemble.ipynb",
+              {"n_obs": 19628, "prec_teff_truth": 55.8957, "ratio_min": 1.43, "backend": "tensorflow"})
+    assert book.glued_values(run / "notebooks" / "03_train_ensemble.ipynb")["prec_teff_truth"] == 55.8957
+    subs = book.run_substitutions(run)
+    assert subs["n_obs"] == "19,628" and subs["teff_truth"] == "56" and subs["crb_min"] == "1.4"
+    assert subs["profile"] == "demo"
+    # a chapter the run does not have, or a number it did not glue, says so
+    assert subs["gc_r_cnn"] == book.MISSING and subs["feh_truth"] == book.MISSING
+
+
+def test_every_substitution_used_on_the_landing_page_is_defined():
+    import re
+
+    used = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", (paths.BOOK / "intro.md").read_text(encoding="utf-8")))
+    defined = {h[0] for h in book.HEADLINES} | {"profile"}
+    assert used and used <= defined, used - defined
+
+
+def test_run_times_table_reads_every_profile(tmp_path):
+    for profile, walls in (("quick", [30, 90]), ("default", [600, 700])):
+        rec_dir = tmp_path / profile / "records"
+        rec_dir.mkdir(parents=True)
+        for i, w in enumerate(walls):
+            (rec_dir / f"0{i + 1}_x.json").write_text(json.dumps({
+                "notebook": f"0{i + 1}_x.ipynb", "status": "ok", "wall_time_s": w,
+                "started": "2026-11-25T10:00:00+00:00",
+                "machine": {"cpu_count": 2, "cpu": "Test CPU", "memory_gib": 24}}))
+    table = book.run_times_table(tmp_path)
+    assert "| `quick` | 2 | 2.0 |" in table and "| `default` | 2 | 21.7 |" in table
+    assert "2 × Test CPU, 24 GiB" in table
+    assert "No run records" in book.run_times_table(tmp_path / "none")
+
+
+def test_check_site_refuses_an_incomplete_site(tmp_path):
+    html = tmp_path / "html"
+    with pytest.raises(book.BookError, match="fewer than"):
+        book.check_site(html)
+    for f in book.chapter_files():
+        page = html / f"{f}.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text("<html>" + "x" * 3000 + "</html>")
+    (html / book.MATHJAX_DIR).mkdir()
+    (html / book.MATHJAX_DIR / book.MATHJAX_ENTRY).write_text("// mathjax")
+    assert book.check_site(html) == len(book.chapter_files())
+    (html / "intro.html").write_text("")
+    with pytest.raises(book.BookError, match="nearly empty"):
+        book.check_site(html)
+    (html / "intro.html").write_text("<html>" + "x" * 3000 + "</html>")
+    (html / book.MATHJAX_DIR / book.MATHJAX_ENTRY).unlink()
+    with pytest.raises(book.BookError, match="math would not render"):
+        book.check_site(html)
+
+
+def test_prepare_launch_replaces_notebooks_and_links_artefacts(tmp_path):
+    run = tmp_path / "run"
+    (run / "artefacts" / "01_x").mkdir(parents=True)
+    (run / "artefacts" / "01_x" / "data.h5").write_text("data")
+    _executed(run / "notebooks" / "01_x.ipynb", {"n": 1})
+    (run / "notebooks" / "02_y.failed.ipynb").write_text("{}")
+    nbdir = tmp_path / "repo" / "notebooks"
+    nbdir.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(), nbdir / "01_x.ipynb")
+    done = book.prepare_launch(run, nbdir)
+    assert [p.name for p in done] == ["01_x.ipynb"]
+    assert book.glued_values(nbdir / "01_x.ipynb") == {"n": 1}
+    assert (nbdir / "artefacts" / "01_x" / "data.h5").read_text() == "data"
+    assert not (nbdir / "02_y.failed.ipynb").exists()
+    with pytest.raises(book.BookError, match="run the pipeline first"):
+        book.prepare_launch(tmp_path / "empty", nbdir)
+
+
+def test_prepare_launch_refuses_to_overwrite_edited_notebooks(tmp_path):
+    run = tmp_path / "run"
+    (run / "artefacts").mkdir(parents=True)
+    _executed(run / "notebooks" / "01_x.ipynb", {"n": 1})
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(), repo / "notebooks" / "01_x.ipynb")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(git + ["init", "-q"], cwd=repo, check=True)
+    subprocess.run(git + ["add", "."], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], cwd=repo, check=True)
+    (repo / "notebooks" / "01_x.ipynb").write_text((repo / "notebooks" / "01_x.ipynb").read_text() + "\n")
+    with pytest.raises(book.BookError, match="01_x.ipynb"):
+        book.prepare_launch(run, repo / "notebooks")
+
+
+def test_pages_workflow_checks_the_site_before_publishing():
+    wf = yaml.safe_load((paths.REPO / ".github" / "workflows" / "book.yml").read_text(encoding="utf-8"))
+    steps = wf["jobs"]["build"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    uses = [s.get("uses", "") for s in steps]
+    build = next(i for i, r in enumerate(runs) if "make book" in r)
+    check = next(i for i, r in enumerate(runs) if "--check-site" in r)
+    upload = next(i for i, u in enumerate(uses) if u.startswith("actions/upload-pages-artifact"))
+    assert build < check < upload
+    assert steps[upload]["with"]["path"] == "book/_build/html"
+    assert any(s.get("uses", "").startswith("actions/deploy-pages") for s in wf["jobs"]["deploy"]["steps"])
+
+
+def test_binder_setup_prepares_the_quick_run():
+    post = (paths.REPO / "binder" / "postBuild").read_text(encoding="utf-8")
+    assert "helpers.pipeline --profile quick" in post and "--prepare-launch" in post
+    assert "-r ../requirements.txt" in (paths.REPO / "binder" / "requirements.txt").read_text(encoding="utf-8")

@@ -17,7 +17,7 @@ from . import LABELS, paths
 from .fileio import atomic_path
 from .precision import calibration_fractions, robust_scatter
 
-__all__ = ["split_train_test", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
+__all__ = ["split_train_test", "fit_rows", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
            "write_predictions", "read_predictions", "precision_rows", "calibration_rows",
            "crb_for_rows"]
 
@@ -43,6 +43,19 @@ def split_train_test(n: int, test_fraction: float, seed: int) -> tuple[np.ndarra
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
+def fit_rows(train_rows, n_max: int, seed: int) -> np.ndarray:
+    """The rows a model is fitted on: all of ``train_rows``, or ``n_max`` of them drawn with ``seed``.
+
+    Chapters 03 (the CNN) and 07 (The Cannon) call it with the same arguments, so both methods
+    learn from the same spectra.
+    """
+    train_rows = np.asarray(train_rows)
+    if not n_max or n_max >= len(train_rows):
+        return train_rows
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 4]))
+    return np.sort(rng.choice(train_rows, n_max, replace=False))
+
+
 def load_paper_precision(path=PAPER_PRECISION) -> dict:
     """The paper's precision figures: ``{label: {"training_precision", "ensemble_spread", "source"}}``."""
     out = {}
@@ -57,8 +70,8 @@ def load_paper_precision(path=PAPER_PRECISION) -> dict:
     return out
 
 
-def predictions_table(stars: dict, mean, std, extra: dict | None = None):
-    """An :class:`astropy.table.Table` of identifiers, survey/truth labels and CNN labels.
+def predictions_table(stars: dict, mean, std, extra: dict | None = None, prefix: str = "cnn"):
+    """An :class:`astropy.table.Table` of identifiers, survey/truth labels and a method's labels.
 
     Parameters
     ----------
@@ -68,6 +81,8 @@ def predictions_table(stars: dict, mean, std, extra: dict | None = None):
         Ensemble mean and standard deviation, label units.
     extra : dict, optional
         More columns (e.g. ``in_train``).
+    prefix : str
+        Column prefix of the method's labels: ``{prefix}_{label}`` and ``{prefix}_e_{label}``.
     """
     from astropy.table import Table
 
@@ -77,8 +92,8 @@ def predictions_table(stars: dict, mean, std, extra: dict | None = None):
     keep += [f"truth_{k}" for k in LABELS]
     t = Table({k: np.asarray(stars[k]) for k in keep if k in stars})
     for j, k in enumerate(LABELS):
-        t[f"cnn_{k}"] = np.asarray(mean)[:, j]
-        t[f"cnn_e_{k}"] = np.asarray(std)[:, j]
+        t[f"{prefix}_{k}"] = np.asarray(mean)[:, j]
+        t[f"{prefix}_e_{k}"] = np.asarray(std)[:, j]
     for k, v in (extra or {}).items():
         t[k] = np.asarray(v)
     return t

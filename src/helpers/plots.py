@@ -575,3 +575,49 @@ def radial_profiles(R, sources: dict, masks: dict, key: str, r_edges=np.arange(4
     ax.set_ylabel("median " + LABEL_TEX[key])
     ax.legend(frameon=False)
     return fig
+
+
+def precision_vs_snr_compare(binned: dict, crb=None, crb_snr=None, reference="truth"):
+    """Robust scatter of each method against ``reference`` in S/N bins, one panel per label, with the
+    Cramér–Rao bound of individual stars (grey points) where given.
+
+    ``binned``: ``{method: helpers.compare.binned_precision(...)}``.
+    """
+    fig, axes = plt.subplots(1, 5, figsize=(13, 2.9))
+    colours = [OKABE_ITO[5], OKABE_ITO[1], OKABE_ITO[3]]
+    for j, (ax, k) in enumerate(zip(axes, LABELS)):
+        for c, (name, b) in zip(colours, binned.items()):
+            ax.plot(b["mid"], b["scatter"][:, j], "o-", color=c, ms=3, lw=1.3, label=name)
+        if crb is not None:
+            ax.scatter(crb_snr, crb[:, j], s=3, color="0.6", label="Cramér–Rao bound", zorder=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(mpl.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+        ax.set_xlabel("S/N")
+        ax.set_title(LABEL_TEX[k], loc="left")
+    axes[0].set_ylabel(f"robust σ (method − {reference})")
+    axes[0].legend(frameon=False, fontsize=7)
+    return fig
+
+
+def bias_vs_label(ref, methods: dict, reference="truth", n_bins=8):
+    """Median of method − reference in bins of the reference label, one panel per label."""
+    ref = np.asarray(ref, float)
+    fig, axes = plt.subplots(1, 5, figsize=(13, 2.7))
+    colours = [OKABE_ITO[5], OKABE_ITO[1], OKABE_ITO[3]]
+    for j, (ax, k) in enumerate(zip(axes, LABELS)):
+        x = ref[:, j]
+        ok = np.isfinite(x)
+        edges = np.quantile(x[ok], np.linspace(0, 1, n_bins + 1))
+        mid = 0.5 * (edges[1:] + edges[:-1])
+        idx = np.clip(np.digitize(x, edges) - 1, 0, n_bins - 1)
+        for c, (name, y) in zip(colours, methods.items()):
+            d = np.asarray(y, float)[:, j] - x
+            med = [np.nanmedian(d[ok & (idx == b)]) if np.sum(ok & (idx == b)) >= 10 else np.nan for b in range(n_bins)]
+            ax.plot(mid, med, "o-", color=c, ms=3, lw=1.3, label=name)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xlabel(f"{reference} {LABEL_TEX[k]}")
+    axes[0].set_ylabel(f"median (method − {reference})")
+    axes[0].legend(frameon=False, fontsize=7)
+    return fig

@@ -1,0 +1,367 @@
+"""The Cannon: a data-driven spectral model, quadratic in the labels (Ness et al. 2015).
+
+Each pixel's normalised flux is modelled as a second-order polynomial of the scaled labels,
+
+    f_np = θ_p · ℓ(x_n) + noise,   ℓ(x) = [1, x_1..x_K, x_i x_j (i ≤ j)],
+    noise variance σ_np² + s_p²,
+
+with an intrinsic scatter ``s_p`` per pixel. Training fits θ_p and s_p pixel by pixel by weighted
+least squares (the scatter by a grid in ln s refined with a parabola, as in Anna Ho's ``TheCannon``
+package); the test step finds, for each spectrum, the labels that minimise χ² (Levenberg–Marquardt).
+Labels are scaled as in ``TheCannon``: pivot = median, scale = (97.5th − 2.5th percentile) / 4.
+
+This is our own vectorised implementation of the same model: training works on blocks of pixels
+with matrix products, inference on blocks of stars. The test suite checks it against the
+``TheCannon`` package on a small case, and that spectra exactly quadratic in the labels give back
+their coefficients and labels. Why not the package itself: chapter 07 and ``bench/bench_cannon.py``
+measure it (it loops over pixels and stars in Python, prints per star, and switches matplotlib to
+LaTeX text on import).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CannonError", "CannonModel", "label_vector", "scaling", "train", "infer", "save", "load"]
+
+#: Format tag of a saved model.
+FORMAT = "cannon-quadratic-v1"
+
+
+class CannonError(ValueError):
+    """A Cannon model that does not match the data, or data it cannot use."""
+
+
+def scaling(labels) -> tuple[np.ndarray, np.ndarray]:
+    """Pivots (median) and scales ((97.5th − 2.5th percentile) / 4) of training labels, shape (K,)."""
+    q = np.percentile(np.asarray(labels, float), (2.5, 50, 97.5), axis=0)
+    scales = (q[2] - q[0]) / 4.0
+    if np.any(scales <= 0):
+        raise CannonError("a training label has no spread; The Cannon cannot scale it")
+    return q[1], scales
+
+
+def _pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(k)
+
+
+def label_vector(x) -> np.ndarray:
+    """The quadratic label vector ℓ(x) of scaled labels ``x`` (N, K): shape (N, 1 + K + K(K+1)/2)."""
+    x = np.atleast_2d(np.asarray(x, float))
+    i, j = _pairs(x.shape[1])
+    return np.hstack([np.ones((len(x), 1)), x, x[:, i] * x[:, j]])
+
+
+@dataclass
+class CannonModel:
+    """A trained Cannon model.
+
+    Attributes
+    ----------
+    label_names : tuple of str
+    pivots, scales : ndarray, shape (K,)
+        Label scaling, in the labels' units.
+    coeffs : ndarray, shape (P, Q)
+        θ per pixel on the quadratic label vector (Q = 1 + K + K(K+1)/2).
+    scatter : ndarray, shape (P,)
+        Intrinsic scatter per pixel [normalised flux].
+    grid_digest : str
+        Digest of the wavelength grid it was trained on (``Grid.digest``).
+    info : dict
+        Training details (number of stars, time).
+    """
+
+    label_names: tuple
+    pivots: np.ndarray
+    scales: np.ndarray
+    coeffs: np.ndarray
+    scatter: np.ndarray
+    grid_digest: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.label_names)
+
+    def predict_flux(self, labels) -> np.ndarray:
+        """Model spectra for physical labels (N, K): shape (N, P)."""
+        x = (np.atleast_2d(np.asarray(labels, float)) - self.pivots) / self.scales
+        return label_vector(x) @ self.coeffs.T
+
+    def check(self, n_pixels: int, grid_digest: str | None = None, label_names=None) -> None:
+        """Refuse data on another grid or with other labels, saying what to do."""
+        if n_pixels != len(self.coeffs):
+            raise CannonError(f"the Cannon model has {len(self.coeffs)} pixels but the spectra have {n_pixels}: "
+                              "train it on spectra of this grid")
+        if grid_digest and self.grid_digest and grid_digest != self.grid_digest:
+            raise CannonError("the spectra are on another wavelength grid than the Cannon model was trained on "
+                              f"(digest {grid_digest[:12]}… vs {self.grid_digest[:12]}…): resample them, or retrain")
+        if label_names is not None and tuple(label_names) != tuple(self.label_names):
+            raise CannonError(f"the Cannon model predicts {self.label_names}, not {tuple(label_names)}")
+
+
+def _weights(ivar, scatter) -> np.ndarray:
+    """Inverse variance including the intrinsic scatter: ivar / (1 + ivar s²)."""
+    return ivar / (1.0 + ivar * scatter ** 2)
+
+
+def _solve_block(L, LL, iu, ju, flux, w, ridge):
+    """Weighted least squares for every pixel of a block: θ (P, Q)."""
+    q = L.shape[1]
+    a_flat = w.T @ LL                                   # (P, Q(Q+1)/2)
+    a = np.empty((w.shape[1], q, q))
+    a[:, iu, ju] = a_flat
+    a[:, ju, iu] = a_flat
+    a[:, np.arange(q), np.arange(q)] += ridge
+    b = (w * flux).T @ L                                # (P, Q)
+    return np.linalg.solve(a, b[..., None])[..., 0]
+
+
+def train(flux, ivar, labels, label_names, grid_digest: str = "",
+          ln_scatter=np.arange(np.log(1e-4), 0.0, 0.5), block: int = 1024) -> CannonModel:
+    """Train The Cannon on normalised spectra with known labels.
+
+    Parameters
+    ----------
+    flux, ivar : array_like, shape (N, P)
+        Continuum-normalised flux and its inverse variance; ``ivar == 0`` marks masked pixels.
+    labels : array_like, shape (N, K)
+        Training labels in their physical units (K, dex).
+    label_names : sequence of str
+    grid_digest : str
+        ``Grid.digest`` of the spectra, stored with the model.
+    ln_scatter : array_like
+        Grid of ln(intrinsic scatter) searched per pixel (refined by a parabola around the best).
+    block : int
+        Pixels per block (memory ≈ 3 × N × block × 8 bytes).
+
+    Returns
+    -------
+    CannonModel
+    """
+    flux = np.asarray(flux, float)
+    ivar = np.asarray(ivar, float)
+    labels = np.asarray(labels, float)
+    if flux.shape != ivar.shape or flux.ndim != 2:
+        raise CannonError(f"flux {flux.shape} and ivar {ivar.shape} must be equal (N, P) arrays")
+    if labels.shape != (len(flux), len(label_names)):
+        raise CannonError(f"labels have shape {labels.shape}, expected ({len(flux)}, {len(label_names)})")
+    if not np.all(np.isfinite(labels)):
+        raise CannonError("training labels contain NaN: drop those stars first")
+    good = ivar > 0
+    if not np.all(np.isfinite(flux[good])):
+        raise CannonError("training flux contains NaN or infinity at unmasked pixels")
+    flux = np.where(good, flux, 1.0)
+    ivar = np.where(good & np.isfinite(ivar), ivar, 0.0)
+    pivots, scales = scaling(labels)
+    L = label_vector((labels - pivots) / scales)
+    q = L.shape[1]
+    if len(flux) <= q:
+        raise CannonError(f"{len(flux)} training spectra are too few for {q} coefficients per pixel")
+    iu, ju = np.triu_indices(q)
+    LL = L[:, iu] * L[:, ju]
+    ridge = 1e-8 * float(np.median(ivar[good])) if good.any() else 1e-8
+    ln_s = np.asarray(ln_scatter, float)
+    n_pix = flux.shape[1]
+    coeffs = np.empty((n_pix, q))
+    scatter = np.empty(n_pix)
+    for lo in range(0, n_pix, block):
+        f, iv = flux[:, lo:lo + block], ivar[:, lo:lo + block]
+        cost = np.empty((len(ln_s), f.shape[1]))
+        for g, s in enumerate(np.exp(ln_s)):
+            w = _weights(iv, s)
+            th = _solve_block(L, LL, iu, ju, f, w, ridge)
+            r = f - L @ th.T
+            with np.errstate(divide="ignore"):
+                logw = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)), 0.0)
+            cost[g] = np.sum(w * r * r, axis=0) - np.sum(logw, axis=0)
+        best = np.argmin(cost, axis=0)
+        s_best = np.exp(ln_s[best])
+        inner = (best > 0) & (best < len(ln_s) - 1)
+        if inner.any():  # parabola through the best grid point and its neighbours (in ln s)
+            k = best[inner]
+            cols = np.nonzero(inner)[0]
+            y0, y1, y2 = cost[k - 1, cols], cost[k, cols], cost[k + 1, cols]
+            h = ln_s[1] - ln_s[0]
+            denom = y0 - 2 * y1 + y2
+            shift = np.where(denom > 0, 0.5 * h * (y0 - y2) / np.where(denom > 0, denom, 1.0), 0.0)
+            s_best[inner] = np.exp(ln_s[k] + np.clip(shift, -h, h))
+        w = _weights(iv, s_best[None, :])
+        coeffs[lo:lo + block] = _solve_block(L, LL, iu, ju, f, w, ridge)
+        scatter[lo:lo + block] = s_best
+    return CannonModel(tuple(label_names), pivots, scales, coeffs, scatter, grid_digest,
+                       {"n_train": int(len(flux)), "n_pixels": int(n_pix)})
+
+
+def _jacobian_parts(model: CannonModel):
+    """θ's linear columns (P, K) and G (P, K, K) with ∂m/∂x_k = θ_lin[:, k] + G[:, k, :] @ x."""
+    k = model.n_labels
+    lin = model.coeffs[:, 1:1 + k]
+    g = np.zeros((len(model.coeffs), k, k))
+    for c, (i, j) in enumerate(zip(*_pairs(k))):
+        col = model.coeffs[:, 1 + k + c]
+        # d(x_i x_j)/dx_i = x_j, d(x_i x_j)/dx_j = x_i (2 x_i for i == j)
+        g[:, i, j] += col
+        g[:, j, i] += col
+    return lin, g
+
+
+def _jacobian_t(lin_t, g_t, x):
+    """∂model/∂x for a batch, laid out (B, K, P) and contiguous, as one matrix product."""
+    k, p = lin_t.shape
+    return lin_t[None] + (x @ g_t).reshape(len(x), k, p)
+
+
+def _fit_batch(model, flux, w, x0, lin, g, n_iter, tol: float = 1e-3):
+    """Levenberg–Marquardt for a batch of stars from start ``x0`` (B, K): x, χ², H.
+
+    Each star stops on its own when an accepted step lowers its χ² by less than ``tol`` (a change
+    of labels far below their uncertainty) or its damping grows past 1e6 (no better point nearby);
+    only the others go on.
+    """
+    coeffs = model.coeffs
+    k = x0.shape[1]
+    lin_t = np.ascontiguousarray(lin.T)                                      # (K, P)
+    g_t = np.ascontiguousarray(g.transpose(2, 1, 0)).reshape(k, -1)           # (K_j, K_k * P)
+    x = x0.copy()
+    lam = np.full(len(x), 1e-3)
+
+    def chi2_of(xx, rows):
+        r = flux[rows] - label_vector(xx) @ coeffs.T
+        return np.sum(w[rows] * r * r, axis=1), r
+
+    all_rows = np.arange(len(x))
+    chi2, r = chi2_of(x, all_rows)
+    eye = np.eye(k)
+    active = np.ones(len(x), bool)
+    for _ in range(n_iter):
+        rows = np.nonzero(active)[0]
+        if not len(rows):
+            break
+        jt = _jacobian_t(lin_t, g_t, x[rows])                   # (b, K, P)
+        wjt = jt * w[rows, None, :]
+        h = wjt @ jt.transpose(0, 2, 1)                         # (b, K, K)
+        grad = (wjt @ r[rows, :, None])[..., 0]                 # (b, K)
+        del jt, wjt
+        lr = lam[rows]
+        step = np.linalg.solve(h + lr[:, None, None] * (h * eye), grad[..., None])[..., 0]
+        x_new = x[rows] + step
+        chi2_new, r_new = chi2_of(x_new, rows)
+        better = chi2_new < chi2[rows]
+        gain = np.where(better, chi2[rows] - chi2_new, np.inf)
+        upd = rows[better]
+        x[upd], chi2[upd], r[upd] = x_new[better], chi2_new[better], r_new[better]
+        lam[rows] = np.where(better, lr / 10.0, lr * 10.0)
+        done = (gain < tol) | (lam[rows] > 1e6)
+        active[rows[done]] = False
+    jt = _jacobian_t(lin_t, g_t, x)
+    h = (jt * w[:, None, :]) @ jt.transpose(0, 2, 1)
+    return x, chi2, h
+
+
+def infer(model: CannonModel, flux, ivar, grid_digest: str | None = None, n_iter: int = 30,
+          batch: int = 128) -> dict:
+    """Labels of spectra from a trained Cannon model (χ² minimisation per star).
+
+    Two starts per star: the pivot (all scaled labels 0) and the linear part of the unconstrained
+    least-squares solution for the whole label vector; the better fit is kept.
+
+    Parameters
+    ----------
+    model : CannonModel
+    flux, ivar : array_like, shape (N, P)
+        Normalised flux and inverse variance on the model's grid (``ivar == 0``: masked).
+    grid_digest : str, optional
+        ``Grid.digest`` of the spectra, checked against the model's.
+    n_iter : int
+        Most Levenberg–Marquardt iterations.
+    batch : int
+        Stars per block (memory ≈ batch × P × K × 8 bytes × 3).
+
+    Returns
+    -------
+    dict
+        ``labels`` (N, K) in physical units, ``errors`` (N, K) formal 1σ from the curvature of χ²,
+        ``chi2`` (N,), ``reduced_chi2`` (N,).
+    """
+    flux = np.asarray(flux, float)
+    ivar = np.asarray(ivar, float)
+    if flux.ndim != 2 or flux.shape != ivar.shape:
+        raise CannonError(f"flux {flux.shape} and ivar {ivar.shape} must be equal (N, P) arrays")
+    model.check(flux.shape[1], grid_digest)
+    good = (ivar > 0) & np.isfinite(ivar)
+    if not np.all(np.isfinite(flux[good])):
+        raise CannonError("flux contains NaN or infinity at unmasked pixels: mask them (ivar = 0)")
+    k = model.n_labels
+    lin, g = _jacobian_parts(model)
+    rest = model.coeffs[:, 1:]
+    nq = rest.shape[1]
+    rr = (rest[:, :, None] * rest[:, None, :]).reshape(len(rest), nq * nq)  # (P, Q'²) for one matmul
+    out_x = np.empty((len(flux), k))
+    out_err = np.empty((len(flux), k))
+    out_chi2 = np.empty(len(flux))
+    n_good = good.sum(axis=1)
+    for lo in range(0, len(flux), batch):
+        sl = slice(lo, lo + batch)
+        f = np.where(good[sl], flux[sl], 1.0)
+        w = _weights(np.where(good[sl], ivar[sl], 0.0), model.scatter[None, :])
+        # linear start: θ_rest · v = f − θ_0 for the whole label vector v, then its linear part
+        a = (w @ rr).reshape(len(f), nq, nq) + 1e-9 * np.eye(nq)
+        b = (w * (f - model.coeffs[:, 0])) @ rest
+        v = np.linalg.solve(a, b[..., None])[..., 0]
+        starts = [np.zeros((len(f), k)), np.clip(v[:, :k], -5.0, 5.0)]
+        best = None
+        for x0 in starts:
+            x, chi2, h = _fit_batch(model, f, w, x0, lin, g, n_iter)
+            if best is None:
+                best = [x, chi2, h]
+            else:
+                better = chi2 < best[1]
+                best[0][better], best[1][better], best[2][better] = x[better], chi2[better], h[better]
+        x, chi2, h = best
+        try:
+            cov = np.linalg.inv(h)
+            err = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
+        except np.linalg.LinAlgError:
+            err = np.full_like(x, np.nan)
+        out_x[sl] = model.pivots + model.scales * x
+        out_err[sl] = err * model.scales
+        out_chi2[sl] = chi2
+    dof = np.maximum(n_good - k, 1)
+    return {"labels": out_x, "errors": out_err, "chi2": out_chi2, "reduced_chi2": out_chi2 / dof}
+
+
+def save(model: CannonModel, path) -> Path:
+    """Write a model to ``.npz`` atomically (plain arrays, no pickle) with a JSON header."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"format": FORMAT, "label_names": list(model.label_names), "grid_digest": model.grid_digest,
+              "info": model.info}
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, header=np.array(json.dumps(header)), pivots=model.pivots, scales=model.scales,
+             coeffs=model.coeffs, scatter=model.scatter)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path, grid_digest: str | None = None, label_names=None) -> CannonModel:
+    """Read a model written by :func:`save`; refuse another grid or other labels."""
+    path = Path(path)
+    if not path.exists():
+        raise CannonError(f"{path} does not exist: run chapter 07 (or helpers.cannon.train) first")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(str(z["header"]))
+            arrays = {k: z[k] for k in ("pivots", "scales", "coeffs", "scatter")}
+    except (OSError, KeyError, ValueError) as exc:
+        raise CannonError(f"{path} is not a readable Cannon model ({exc}); train it again") from exc
+    if header.get("format") != FORMAT:
+        raise CannonError(f"{path} has format {header.get('format')!r}, expected {FORMAT!r}")
+    model = CannonModel(tuple(header["label_names"]), grid_digest=header.get("grid_digest", ""),
+                        info=header.get("info", {}), **arrays)
+    model.check(len(model.coeffs), grid_digest, label_names)
+    return model

@@ -53,11 +53,15 @@ def test_edges_and_verdict_from_numbers():
     speed = compare.speed_rows({"CNN": {"train_s": 600, "n_train": 1, "infer_s": 10, "n_infer": 1000},
                                 "Cannon": {"train_s": 60, "n_train": 1, "infer_s": 100, "n_infer": 1000}})
     assert speed[1]["train_rel"] == pytest.approx(0.1) and speed[1]["infer_rel"] == pytest.approx(0.1)
-    text = compare.verdict(rows, edges, speed)
+    text = compare.verdict(rows, edges, speed, tilts={"CNN": -0.2, "Cannon": -0.5, "truth": -0.6})
     assert "the CNN is more precise for $T_\\mathrm{eff}$" in text and "[Mg/Fe]" in text
     assert "the Cannon is more precise for $\\log g$" in text
     assert "agree within 5% for [Fe/H]" in text
     assert "trains in 0.1 of the CNN's time" in text and "the CNN labels 10 times" in text
+    assert "the Cannon's plane is closer in tilt" in text
+    biased = compare.summary_rows({"CNN": a + 20 * np.eye(5)[0], "Cannon": b}, {"truth": truth})
+    assert "The Cannon is less biased (median offset, CNN first) for $T_\\mathrm{eff}$" in compare.verdict(
+        biased, edges, speed)
     assert compare.faster_or_slower(12.0) == "12 times faster"
     assert compare.faster_or_slower(0.5) == "2 times slower"
     assert set(LABELS) == {r["label"] for r in rows}

@@ -6,6 +6,8 @@ repository): :mod:`helpers.simulate` (forward model), :mod:`helpers.galaxy`
 :mod:`helpers.dataset` (data-set files), :mod:`helpers.cleaning` (t-SNE
 cleaning), :mod:`helpers.model` (the CNN and its fast ensemble inference),
 :mod:`helpers.ensemble` (training workflow, prediction tables, precision),
+:mod:`helpers.cannon` (The Cannon baseline), :mod:`helpers.compare` (two label
+pipelines side by side),
 :mod:`helpers.precision` (Cramér–Rao bound), :mod:`helpers.saliency` (input
 gradients against the line list), :mod:`helpers.validation` (benchmarks,
 clusters, extrapolation flags), :mod:`helpers.pipeline` (the notebook runner)

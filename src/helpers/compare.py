@@ -162,11 +162,13 @@ def _fmt(k: str, v: float) -> str:
 
 
 def verdict(summary: list[dict], edges: list[dict], speed: list[dict], reference: str = "truth",
-            names=("CNN", "Cannon"), tie: float = 0.05) -> str:
+            names=("CNN", "Cannon"), tie: float = 0.05, tilts: dict | None = None) -> str:
     """A verdict paragraph written from the measured numbers (Markdown).
 
     A label is a win for one method when its scatter against ``reference`` is lower by more than
-    ``tie`` (relative); edges count the regions where one method's scatter is lower for the label.
+    ``tie`` (relative); the same rule compares the absolute median offsets (bias); edges count the
+    regions where one method's scatter is lower for the label. ``tilts`` (``{name: r}`` for both
+    methods and ``reference``) compares the correlation of [Mg/Fe] with [Fe/H].
     """
     a, b = names
     wins = {a: [], b: [], "tie": []}
@@ -192,6 +194,18 @@ def verdict(summary: list[dict], edges: list[dict], speed: list[dict], reference
     if parts:
         parts = [f"Measured against {against} on the test stars (robust scatter, {a} first), "
                  + "; and ".join(parts) + "."]
+    bias_wins = {a: [], b: []}
+    for r in summary:
+        ba, bb = abs(r[f"{a}_{reference}_bias"]), abs(r[f"{b}_{reference}_bias"])
+        if np.isfinite(ba) and np.isfinite(bb) and max(ba, bb) > 0:
+            if ba < (1 - tie) * bb:
+                bias_wins[a].append((r["label"], r[f"{a}_{reference}_bias"], r[f"{b}_{reference}_bias"]))
+            elif bb < (1 - tie) * ba:
+                bias_wins[b].append((r["label"], r[f"{a}_{reference}_bias"], r[f"{b}_{reference}_bias"]))
+    for who in (a, b):
+        if bias_wins[who]:
+            items = "; ".join(f"{_name(k)} ({_fmt(k, va)} against {_fmt(k, vb)})" for k, va, vb in bias_wins[who])
+            parts.append(f"The {who} is less biased (median offset, {a} first) for {items}.")
     edge_notes = []
     for row in edges:
         if row["region"] == "bulk" or row["n"] < 5:
@@ -203,6 +217,12 @@ def verdict(summary: list[dict], edges: list[dict], speed: list[dict], reference
             edge_notes.append(f"{row['region']}: {a} better for {len(better)} of {n_ok} labels")
     if edge_notes:
         parts.append("At the edges of the label space (" + "; ".join(edge_notes) + ").")
+    if tilts and reference in tilts and a in tilts and b in tilts:
+        da, db = abs(tilts[a] - tilts[reference]), abs(tilts[b] - tilts[reference])
+        closer = a if da < db else b
+        parts.append(f"In the [Mg/Fe]–[Fe/H] plane the correlation of the two is {tilts[a]:+.2f} from the {a}, "
+                     f"{tilts[b]:+.2f} from the {b} and {tilts[reference]:+.2f} from {against}: the {closer}'s "
+                     "plane is closer in tilt.")
     sp = {r["method"]: r for r in speed}
     if a in sp and b in sp:
         tr = sp[b]["train_min"] / sp[a]["train_min"] if sp[a]["train_min"] > 0 else np.nan

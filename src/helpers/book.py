@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from . import paths
+from .fileio import atomic_path
 
 __all__ = ["chapter_files", "glued_values", "run_substitutions", "run_times_table", "stage_book",
            "install_mathjax", "check_site", "prepare_launch", "build_book", "main"]
@@ -65,16 +66,22 @@ KEY_PACKAGES = ("numpy", "astropy", "h5py", "keras", "tensorflow-cpu", "jax", "t
                 "openTSNE", "papermill", "jupyter-book", "myst-nb")
 
 
+def _read_records(run_dir: Path) -> list[dict]:
+    """The run records (``records/*.json``) of one run folder, in notebook order."""
+    recs = []
+    for p in sorted((Path(run_dir) / paths.RUN_RECORDS).glob("*.json")):
+        with open(p, encoding="utf-8") as fh:
+            recs.append(json.load(fh))
+    return recs
+
+
 def about_run_page(run_dir: Path) -> str:
     """Markdown of the "About this run" page, written from the run records of ``run_dir``.
 
     One row per notebook (status, wall time, start, commit), the machine, the versions of the
     main packages and every notebook's parameters, all read from ``records/*.json``.
     """
-    recs = []
-    for p in sorted((Path(run_dir) / paths.RUN_RECORDS).glob("*.json")):
-        with open(p, encoding="utf-8") as fh:
-            recs.append(json.load(fh))
+    recs = _read_records(run_dir)
     name = Path(run_dir).name
     lines = ["# About this run", "",
              f"This book shows the run of profile `{name}` (`params/{name}.yaml`). Everything below is read "
@@ -187,11 +194,7 @@ def run_times_table(run_root: Path | None = None) -> str:
     root = Path(run_root) if run_root else paths.RUNS
     rows = []
     for rdir in sorted(p for p in root.glob("*") if (p / paths.RUN_RECORDS).is_dir()):
-        recs = []
-        for f in sorted((rdir / paths.RUN_RECORDS).glob("*.json")):
-            with open(f, encoding="utf-8") as fh:
-                recs.append(json.load(fh))
-        ok = [r for r in recs if r.get("status") == "ok"]
+        ok = [r for r in _read_records(rdir) if r.get("status") == "ok"]
         if not ok:
             continue
         m = ok[-1].get("machine", {})
@@ -348,8 +351,8 @@ def prepare_launch(run_dir: Path, notebooks_dir: Path = paths.NOTEBOOKS) -> list
     out = []
     for p in src:
         target = notebooks_dir / p.name
-        shutil.copy2(p, target.with_suffix(".ipynb.tmp"))
-        os.replace(target.with_suffix(".ipynb.tmp"), target)
+        with atomic_path(target) as tmp:
+            shutil.copy2(p, tmp)
         out.append(target)
     link = notebooks_dir / paths.RUN_ARTEFACTS
     if link.is_symlink():

@@ -20,11 +20,12 @@ LaTeX text on import).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import atomic_path
 
 __all__ = ["CannonError", "CannonModel", "label_vector", "scaling", "train", "infer", "save", "load"]
 
@@ -338,13 +339,11 @@ def infer(model: CannonModel, flux, ivar, grid_digest: str | None = None, n_iter
 def save(model: CannonModel, path) -> Path:
     """Write a model to ``.npz`` atomically (plain arrays, no pickle) with a JSON header."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {"format": FORMAT, "label_names": list(model.label_names), "grid_digest": model.grid_digest,
               "info": model.info}
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, header=np.array(json.dumps(header)), pivots=model.pivots, scales=model.scales,
-             coeffs=model.coeffs, scatter=model.scatter)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
+        np.savez(fh, header=np.array(json.dumps(header)), pivots=model.pivots, scales=model.scales,
+                 coeffs=model.coeffs, scatter=model.scatter)
     return path
 
 

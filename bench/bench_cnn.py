@@ -7,6 +7,8 @@ child process, since oneDNN is chosen when TensorFlow is imported):
 * one model's Keras ``predict``, with oneDNN off and on, with and without XLA;
 * the whole ensemble through :class:`helpers.model.FusedEnsemble`, with and without
   padding convolution outputs to 8 channels;
+* the whole ensemble through :class:`helpers.inference.KernelEnsemble` (the C kernel for
+  the convolutions, BLAS for the dense head) with one and two threads and two block sizes;
 * training throughput (``fit``) with oneDNN off and on.
 
 Each rate is the median of ``--repeats`` timings. Printed: spectra per second for a
@@ -73,6 +75,16 @@ def worker(args) -> dict:
         for bs in (64, 512):  # the batch size, with padding
             rate = _median_rate(lambda: eng.predict(x, batch_size=bs), args.n, args.repeats)
             out[f"fused ensemble, channels padded to 8, batch {bs}"] = rate
+    elif args.what == "kernel":
+        from helpers import inference
+
+        models = [M.build_model(args.pixels) for _ in range(args.members)]
+        for threads in (1, 2):
+            eng = inference.KernelEnsemble(models, threads=threads)
+            for bs in ((64, args.batch) if threads == 2 else (args.batch,)):
+                rate = _median_rate(lambda: eng.predict(x, batch_size=bs), args.n, args.repeats)
+                out[f"C kernel ({inference.simd()}), {threads} thread{'s' if threads > 1 else ''}, "
+                    f"batch {bs}"] = rate
     elif args.what == "train":
         y = rng.random((args.n, 5)).astype(np.float32)
         m = M.build_model(args.pixels)
@@ -98,7 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--members", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--worker", choices=("predict", "fused", "train"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=("predict", "fused", "kernel", "train"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         args.what = args.worker
@@ -116,14 +128,15 @@ def main(argv=None) -> int:
         for k, v in run_child("predict", onednn, args).items():
             rows[f"{k}, oneDNN {'on' if onednn == '1' else 'off'}"] = v
     rows.update(run_child("fused", "1", args))
+    rows.update(run_child("kernel", "1", args))
     train = {f"oneDNN {'on' if o == '1' else 'off'}": run_child("train", o, args)["train ms per spectrum-epoch"]
              for o in ("0", "1")}
     print(f"CPU cores: {os.cpu_count()}; network: {flops / 1e6:.1f} MFLOP per spectrum and model; "
           f"peak (numpy float32 matmul): {peak:.1f} GFLOP/s")
     print(f"theoretical floor for {args.members} models: {floor_rate:.0f} spectra/s; target {TARGET:.0f}")
-    print(f"{'ensemble inference (batch ' + str(args.batch) + ' unless said)':58s} {'spectra/s':>10s} {'/target':>8s} {'/floor':>7s}")
+    print(f"{'ensemble inference (batch ' + str(args.batch) + ' unless said)':66s} {'spectra/s':>10s} {'/target':>8s} {'/floor':>7s}")
     for k, v in rows.items():
-        print(f"{k:58s} {v:10.1f} {v / TARGET:8.2f} {v / floor_rate:7.3f}")
+        print(f"{k:66s} {v:10.1f} {v / TARGET:8.2f} {v / floor_rate:7.3f}")
     base = rows["keras predict, one model, XLA off, oneDNN off"]
     best = max(rows, key=rows.get)
     print(f"best: {best}: {rows[best] / base:.1f}x the plain Keras predict")

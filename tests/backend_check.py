@@ -20,6 +20,13 @@ def main() -> int:
     model, hist, _ = M.train_member(x[:24], y[:24], x[24:], y[24:], cfg, seed=3, log_every=0)
     mean, std, per = M.ensemble_predict([model, model], x, M.LabelScaler.fit(y))
     g = M.input_gradients(model, x[:4], 0, batch_size=3)
+    # the C kernel reads this backend's weights and gives its numbers (where it is built)
+    from helpers import inference
+
+    kernel_ok = None
+    if inference.available():
+        kp = inference.KernelEnsemble([model]).predict(x)[0]
+        kernel_ok = bool(np.allclose(kp, np.asarray(model.predict(x, verbose=0)), atol=1e-5))
     # a linear model whose gradient is known exactly: 2 at pixel 17, 0 elsewhere
     import keras
 
@@ -35,6 +42,7 @@ def main() -> int:
         "pred_shape": list(mean.shape), "pred_finite": bool(np.all(np.isfinite(mean))),
         "spread_zero_for_identical_members": float(np.max(std)),
         "grad_shape": list(g.shape), "grad_nonzero": bool(np.any(g != 0)) and bool(np.all(np.isfinite(g))),
+        "kernel_matches_keras": kernel_ok,
         "linear_grad_ok": bool(np.allclose(gl[:, 17], 2.0) and np.allclose(np.delete(gl, 17, axis=1), 0.0)),
     }))
     return 0

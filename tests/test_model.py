@@ -129,6 +129,24 @@ def test_other_layers_fall_back_to_keras_predict():
     assert np.allclose(mean, model.predict(x, verbose=0)) and np.allclose(std, 0.0)
 
 
+@pytest.mark.skipif(M.backend() != "tensorflow", reason="the fallback engine is TensorFlow-only")
+def test_without_the_c_kernel_the_tensorflow_graph_is_used(monkeypatch):
+    from helpers import inference
+
+    monkeypatch.setattr(inference, "_convkernel", None)  # as on a machine without a C compiler
+    cfg = M.ModelConfig(filters=(4, 3, 2), kernels=(5, 7, 3), dense=(8, 8, 4))
+    models = _with_random_biases([M.build_model(120, 5, cfg) for _ in range(2)])
+    with pytest.raises(NotImplementedError, match="not built"):
+        inference.KernelEnsemble(models)
+    eng = M.inference_engine(models)
+    assert isinstance(eng, M.FusedEnsemble) and "TensorFlow" in M.engine_name(eng)
+    x = np.random.default_rng(8).normal(1, 0.1, (5, 120, 1)).astype(np.float32)
+    ref = np.stack([m.predict(x, verbose=0) for m in models])
+    _, _, per = M.ensemble_predict(models, x, M.LabelScaler(np.zeros(5), np.ones(5)))
+    assert np.allclose(per, ref, atol=1e-5)
+    assert "one model at a time" in M.engine_name(None)
+
+
 @pytest.mark.parametrize("name,module", [("tensorflow", "tensorflow"), ("jax", "jax"), ("torch", "torch")])
 def test_every_installed_backend_builds_fits_predicts_and_differentiates(name, module):
     import importlib.util
@@ -150,3 +168,7 @@ def test_every_installed_backend_builds_fits_predicts_and_differentiates(name, m
     assert out["spread_zero_for_identical_members"] < 1e-6
     assert out["grad_shape"] == [4, 120] and out["grad_nonzero"]
     assert out["linear_grad_ok"]
+    from helpers import inference
+
+    if inference.available():  # the C kernel gives this backend's numbers from its weights
+        assert out["kernel_matches_keras"] is True

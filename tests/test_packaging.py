@@ -30,7 +30,7 @@ def test_citation_and_licence_agree_with_the_package():
     cff = yaml.safe_load((paths.REPO / "CITATION.cff").read_text(encoding="utf-8"))
     meta = tomllib.loads((paths.REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert cff["preferred-citation"]["doi"] == "10.1051/0004-6361/202244766"  # Ambrosch et al. 2023
-    assert cff["license"] == meta["license"]["text"] == "BSD-3-Clause"
+    assert cff["license"] == meta["license"] == "BSD-3-Clause"  # SPDX expression (PEP 639)
     assert cff["version"] == meta["version"]
     assert "BSD 3-Clause" in (paths.REPO / "LICENSE").read_text(encoding="utf-8")
 

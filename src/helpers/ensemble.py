@@ -9,6 +9,7 @@ standard deviation) in the units of :data:`helpers.LABEL_UNITS`.
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,53 @@ from .precision import calibration_fractions, robust_scatter
 
 __all__ = ["split_train_test", "fit_rows", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
            "write_predictions", "read_predictions", "precision_rows", "calibration_rows",
-           "crb_for_rows"]
+           "crb_for_rows", "predict_file"]
 
 #: Precision figures of Ambrosch et al. (2023), with their source (shipped CSV).
 PAPER_PRECISION = paths.PAPER_PRECISION
+
+
+def predict_file(models, scaler, path, *, n: int, grid=None, batch_size: int = 256, block: int = 4096,
+                 engine=None) -> dict:
+    """The ensemble's labels for every spectrum of a data set file, read block by block.
+
+    Parameters
+    ----------
+    models : list of keras.Model
+    scaler : helpers.model.LabelScaler
+    path : path-like
+        Data set (:mod:`helpers.dataset` format).
+    n : int
+        Number of spectra in the file (from its catalogue).
+    grid : helpers.spectra.Grid, optional
+        Refuse the file if its wavelength grid differs.
+    batch_size, block : int
+        Spectra per forward pass and per read.
+    engine : optional
+        From :func:`helpers.model.inference_engine` (default: built here).
+
+    Returns
+    -------
+    dict
+        ``mean``, ``std`` (n, n_labels) in label units; ``seconds`` spent predicting
+        (reading excluded); ``engine``: its description.
+    """
+    from . import model as M
+    from .dataset import read_dataset
+
+    if engine is None:
+        engine = M.inference_engine(models)
+    mean = np.empty((n, len(scaler.names)))
+    std = np.empty_like(mean)
+    seconds = 0.0
+    for start in range(0, n, block):
+        data = read_dataset(path, expect_grid=grid, rows=slice(start, start + block))
+        x = M.prepare_inputs(data.flux, data.ivar)
+        t0 = time.perf_counter()
+        sl = slice(start, start + len(x))
+        mean[sl], std[sl], _ = M.ensemble_predict(models, x, scaler, batch_size=batch_size, engine=engine)
+        seconds += time.perf_counter() - t0
+    return {"mean": mean, "std": std, "seconds": seconds, "engine": M.engine_name(engine)}
 
 
 def split_train_test(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

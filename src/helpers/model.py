@@ -63,7 +63,8 @@ from .fileio import write_json  # noqa: E402
 
 __all__ = ["ModelConfig", "LabelScaler", "prepare_inputs", "build_model", "count_flops",
            "train_member", "train_ensemble", "select_members", "save_member", "load_member",
-           "ModelMismatchError", "ensemble_predict", "FusedEnsemble", "input_gradients", "backend"]
+           "ModelMismatchError", "ensemble_predict", "inference_engine", "engine_name", "FusedEnsemble",
+           "input_gradients", "backend"]
 
 RECORD_VERSION = 1
 
@@ -186,8 +187,12 @@ def build_model(n_pixels: int, n_labels: int = len(LABELS), cfg: ModelConfig = M
     return model
 
 
-def count_flops(n_pixels: int, n_labels: int = len(LABELS), cfg: ModelConfig = ModelConfig()) -> float:
-    """Floating-point operations of one forward pass (2 per multiply-add; activations ignored)."""
+def count_flops(n_pixels: int, n_labels: int = len(LABELS), cfg: ModelConfig = ModelConfig(),
+                conv_only: bool = False) -> float:
+    """Floating-point operations of one forward pass (2 per multiply-add; activations ignored).
+
+    With ``conv_only``, those of the convolution layers alone.
+    """
     flops = 0.0
     length, channels = n_pixels, 1
     for f, k, p in zip(cfg.filters, cfg.kernels, cfg.pools):
@@ -196,6 +201,8 @@ def count_flops(n_pixels: int, n_labels: int = len(LABELS), cfg: ModelConfig = M
         channels = f
         if p:
             length //= p
+    if conv_only:
+        return flops
     width = length * channels
     for units in (*cfg.dense, n_labels):
         flops += 2.0 * width * units
@@ -287,8 +294,45 @@ def select_members(val_losses, percentile: float = 80.0) -> np.ndarray:
     return np.nonzero(v <= np.percentile(v, percentile))[0]
 
 
+def inference_engine(models, threads: int | None = None):
+    """The fastest engine for evaluating ``models`` together on this machine, or None.
+
+    In order of preference: :class:`helpers.inference.KernelEnsemble` (the compiled C
+    kernel; any backend), :class:`FusedEnsemble` (TensorFlow backend), None (each
+    model's ``predict``). An engine that does not support the models' layers is skipped.
+    Build one per set of models and reuse it: building traces or repacks the weights.
+
+    Parameters
+    ----------
+    models : list of keras.Model
+    threads : int, optional
+        Threads for the C kernel (default: the cores this process may use).
+    """
+    from . import inference
+
+    try:
+        return inference.KernelEnsemble(models, threads=threads)
+    except NotImplementedError:
+        pass
+    try:
+        return FusedEnsemble(models)
+    except NotImplementedError:
+        return None
+
+
+def engine_name(engine) -> str:
+    """A short description of an engine from :func:`inference_engine`, for the book."""
+    from . import inference
+
+    if isinstance(engine, inference.KernelEnsemble):
+        return f"C kernel ({inference.simd()}, {engine.threads} threads) + BLAS"
+    if isinstance(engine, FusedEnsemble):
+        return "one TensorFlow graph for all members (oneDNN)"
+    return f"Keras predict, one model at a time ({backend()} backend)"
+
+
 def ensemble_predict(models, x, scaler: LabelScaler, batch_size: int = 256, fused: bool = True,
-                     engine: "FusedEnsemble | None" = None):
+                     engine=None):
     """Mean and standard deviation over the members, in label units.
 
     Parameters
@@ -300,12 +344,11 @@ def ensemble_predict(models, x, scaler: LabelScaler, batch_size: int = 256, fuse
     batch_size : int
         Spectra per forward pass.
     fused : bool
-        Use :class:`FusedEnsemble` where it applies (TensorFlow backend, networks of
-        :func:`build_model`); otherwise each model's ``predict``. Both give the same
+        Evaluate all members together with the engine of :func:`inference_engine`
+        where one applies; otherwise each model's ``predict``. Both give the same
         numbers to float32 round-off.
-    engine : FusedEnsemble, optional
-        One built earlier for these models (building one traces a graph: reuse it when
-        predicting block by block).
+    engine : KernelEnsemble or FusedEnsemble, optional
+        One built earlier for these models (reuse it when predicting block by block).
 
     Returns
     -------
@@ -313,10 +356,7 @@ def ensemble_predict(models, x, scaler: LabelScaler, batch_size: int = 256, fuse
     per_model : ndarray, shape (n_models, n, n_labels)
     """
     if engine is None and fused:
-        try:
-            engine = FusedEnsemble(models)
-        except NotImplementedError:
-            engine = None
+        engine = inference_engine(models)
     if engine is not None:
         preds = engine.predict(x, batch_size=batch_size)
     else:

@@ -264,7 +264,7 @@ def helpers_digest() -> str:
     """Digest of the helper package's source (a change re-runs the pipeline)."""
     h = hashlib.sha256()
     for p in sorted(paths.PACKAGE.rglob("*")):
-        if p.is_file() and p.suffix in {".py", ".csv", ".json"} and "__pycache__" not in p.parts:
+        if p.is_file() and p.suffix in {".py", ".c", ".h", ".csv", ".json"} and "__pycache__" not in p.parts:
             h.update(str(p.relative_to(paths.PACKAGE)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()

@@ -24,16 +24,18 @@ and :func:`helpers.model.ensemble_predict` falls back to TensorFlow or Keras.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 try:
     from . import _convkernel
 except ImportError:  # no C compiler when the package was installed
     _convkernel = None
 
-__all__ = ["available", "simd", "KernelEnsemble", "default_threads"]
+__all__ = ["available", "simd", "KernelEnsemble", "default_threads", "compare_engines"]
 
 
 def available() -> bool:
@@ -155,9 +157,18 @@ class KernelEnsemble:
             dense = [(w1, *dense[0][1:])] + dense[1:]
             self.members.append((tuple(conv), dense, length * channels))
 
-    def _conv_rows(self, x, feats, lo, hi):
-        for (conv, _, _), f in zip(self.members, feats):
-            _convkernel.conv_stack(x[lo:hi], f[lo:hi], conv)
+    def _rows(self, x, buf, out, lo, hi):
+        """Every member on spectra lo:hi of the block x (one thread's share; buf: its scratch)."""
+        for (conv, dense, nf), o in zip(self.members, out):
+            f = buf[:(hi - lo) * nf].reshape(hi - lo, nf)
+            _convkernel.conv_stack(x[lo:hi], f, conv)
+            h = f
+            for w, b, slope in dense:
+                h = h @ w
+                h += b
+                if slope is not None:  # LeakyReLU: max(h, slope h) for slope <= 1, else min
+                    np.maximum(h, slope * h, out=h) if slope <= 1 else np.minimum(h, slope * h, out=h)
+            o[lo:hi] = h
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Outputs (scaled labels) of every member, shape ``(n_models, n, n_labels)``.
@@ -167,7 +178,10 @@ class KernelEnsemble:
         x : ndarray, shape (n, n_pixels) or (n, n_pixels, 1)
             Model input from :func:`helpers.model.prepare_inputs` (float32 flux).
         batch_size : int
-            Spectra per block (the dense head runs as one matrix product per block).
+            Spectra per block: the threads share a block's spectra; each takes its share
+            through every member (convolutions, then the dense head as matrix products).
+            Memory: one member's features for one block (for the default network
+            ``batch_size`` x 15 864 floats, 16 MB for 256).
         """
         from .model import ModelMismatchError
 
@@ -182,21 +196,81 @@ class KernelEnsemble:
         n = len(x)
         n_out = self.members[0][1][-1][0].shape[1]
         out = np.empty((len(self.members), n, n_out), np.float32)
-        feats = [np.empty((min(batch_size, n), nf), np.float32) for _, _, nf in self.members]
-        with ThreadPoolExecutor(self.threads) as pool:
+        # each thread takes its share of a block's spectra through all members, convolutions and
+        # dense head, with BLAS held to one thread: BLAS's own threads would spin and compete
+        # with the kernel's for the same cores (measured: a third slower)
+        shares = min(self.threads, batch_size, n)
+        rows = -(-min(batch_size, n) // shares)  # most spectra in one share
+        bufs = [np.empty(rows * max(nf for _, _, nf in self.members), np.float32) for _ in range(shares)]
+        with ThreadPoolExecutor(self.threads) as pool, threadpool_limits(1, user_api="blas"):
             for start in range(0, n, batch_size):
                 xb = np.ascontiguousarray(x[start:start + batch_size])
                 nb = len(xb)
-                cuts = np.linspace(0, nb, min(self.threads, nb) + 1).astype(int)
-                jobs = [pool.submit(self._conv_rows, xb, feats, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
+                cuts = np.linspace(0, nb, min(shares, nb) + 1).astype(int)
+                dst = out[:, start:start + nb]
+                jobs = [pool.submit(self._rows, xb, buf, dst, lo, hi)
+                        for buf, lo, hi in zip(bufs, cuts[:-1], cuts[1:])]
                 for j in jobs:
                     j.result()
-                for i, ((_, dense, _), f) in enumerate(zip(self.members, feats)):
-                    h = f[:nb]
-                    for w, b, slope in dense:
-                        h = h @ w
-                        h += b
-                        if slope is not None:
-                            np.maximum(h, slope * h, out=h) if slope <= 1 else np.minimum(h, slope * h, out=h)
-                    out[i, start:start + nb] = h
         return out
+
+
+def compare_engines(models, x, batch_size: int = 256, repeats: int = 2, threads: int | None = None,
+                    target: float = 400.0, reference_members: int = 10) -> list[dict]:
+    """Time the inference engines side by side on the same spectra.
+
+    Engines: each model's Keras ``predict`` in turn; all members in one TensorFlow graph
+    (:class:`helpers.model.FusedEnsemble`, TensorFlow backend only); the C kernel with one
+    thread and with ``threads``. Each rate is the best of ``repeats`` timings after a
+    warm-up call, so that one-off costs (graph tracing) are left out.
+
+    Parameters
+    ----------
+    models : list of keras.Model
+    x : ndarray, (n, n_pixels, 1) float32
+    batch_size : int
+    repeats : int
+    threads : int, optional
+        Threads of the multi-threaded kernel row (default: the cores this process may use).
+    target : float
+        Spectra per second wanted for ``reference_members`` networks.
+    reference_members : int
+
+    Returns
+    -------
+    list of dict
+        ``engine``, ``rate`` (spectra/s for these members), ``rate_ref`` (scaled to
+        ``reference_members`` networks), ``of_target`` (rate_ref / target) and
+        ``speedup`` (over the first row).
+    """
+    from . import model as M
+
+    threads = int(threads or default_threads())
+    engines = [("Keras predict, one model at a time", lambda: [m.predict(x, batch_size=batch_size, verbose=0)
+                                                               for m in models])]
+    try:
+        fused = M.FusedEnsemble(models)
+        engines.append(("one TensorFlow graph for all members", lambda: fused.predict(x, batch_size=batch_size)))
+    except NotImplementedError:
+        pass
+    if available():
+        for t in sorted({1, threads}):
+            eng = KernelEnsemble(models, threads=t)
+            engines.append((f"C kernel + BLAS, {t} thread{'s' if t > 1 else ''}",
+                            lambda eng=eng: eng.predict(x, batch_size=batch_size)))
+    rows = []
+    for name, run in engines:
+        run()  # warm-up
+        best = min(_timed(run) for _ in range(max(1, repeats)))
+        rate = len(x) / best
+        rate_ref = rate * len(models) / reference_members
+        rows.append({"engine": name, "rate": rate, "rate_ref": rate_ref, "of_target": rate_ref / target})
+    for r in rows:
+        r["speedup"] = r["rate"] / rows[0]["rate"]
+    return rows
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0

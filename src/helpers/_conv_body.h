@@ -60,8 +60,8 @@ static inline __attribute__((always_inline)) void FN(micro)(
         float *d = dst + (size_t)o * dstride + pos;
         if (MODE == 2) {
             for (int v = 0; v + 1 < NB; v += 2) {
-                const vf ev = __builtin_shufflevector(acc[o][v], acc[o][v + 1], 0, 2, 4, 6, 8, 10, 12, 14);
-                const vf od = __builtin_shufflevector(acc[o][v], acc[o][v + 1], 1, 3, 5, 7, 9, 11, 13, 15);
+                const vf ev = EVENS(acc[o][v], acc[o][v + 1]);
+                const vf od = ODDS(acc[o][v], acc[o][v + 1]);
                 *(vfu *)(d + 4 * v) = FN(leaky)(FN(vmax)(ev, od), slope);
             }
         } else {

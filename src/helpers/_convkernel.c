@@ -19,6 +19,15 @@ typedef float vf __attribute__((vector_size(32)));  /* 8 floats: one AVX registe
 typedef float vfu __attribute__((vector_size(32), aligned(4)));  /* the same, at any float address */
 typedef int vi __attribute__((vector_size(32)));                 /* 8 lanes of comparison results */
 
+/* even and odd lanes of two vectors (GCC before 12 has only __builtin_shuffle) */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define EVENS(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
+#define ODDS(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15)
+#else
+#define EVENS(a, b) __builtin_shuffle(a, b, (vi){0, 2, 4, 6, 8, 10, 12, 14})
+#define ODDS(a, b) __builtin_shuffle(a, b, (vi){1, 3, 5, 7, 9, 11, 13, 15})
+#endif
+
 struct layer {
     const float *w; /* Keras layout (K, Cin, Cout) */
     const float *b; /* (Cout,) */

@@ -102,3 +102,28 @@ def test_cramer_rao_of_simulated_stars_scales_with_noise_and_mask():
     # alone, its line windows differ slightly: the simulator is chunk-dependent at 1e-3)
     J = fm.jacobian([[5000, 3.0, 0.0, 0.1, 0.0]], [[1.2, 2.0, 0.0]])
     assert np.allclose(cramer_rao(J, np.array([1 / 50.0]))[0], b[0], rtol=2e-3)
+
+
+def test_predict_file_reads_in_blocks_and_gives_the_in_memory_numbers(tmp_path):
+    pytest.importorskip("keras")
+    from helpers import dataset
+    from helpers import model as M
+    from helpers.spectra import giraffe_grid
+
+    grid = giraffe_grid(("HR21",))
+    rng = np.random.default_rng(3)
+    flux = rng.uniform(0.6, 1.0, (7, grid.n_pixels)).astype(np.float32)
+    ivar = np.full_like(flux, 100.0)
+    ivar[2, 10:20] = 0.0  # masked pixels: set to the continuum, as prepare_inputs does
+    path = dataset.write_dataset(tmp_path / "obs.h5", grid, flux, ivar, {"star_id": np.array([f"S{i}" for i in range(7)]), "truth_teff": np.linspace(4000, 6000, 7)},
+                                 {"seed": 1})
+    cfg = M.ModelConfig(filters=(4, 3, 2), kernels=(5, 7, 3), dense=(8, 8, 4))
+    models = [M.build_model(grid.n_pixels, 5, cfg) for _ in range(2)]
+    scaler = M.LabelScaler(np.zeros(5), np.full(5, 2.0))
+    out = ensemble.predict_file(models, scaler, path, grid=grid, block=3)  # blocks of 3, 3 and 1
+    mean, std, _ = M.ensemble_predict(models, M.prepare_inputs(flux, ivar), scaler)
+    assert out["mean"].shape == (7, 5)
+    assert np.allclose(out["mean"], mean, atol=1e-5) and np.allclose(out["std"], std, atol=1e-5)
+    assert out["seconds"] > 0 and out["engine"] == M.engine_name(M.inference_engine(models))
+    with pytest.raises(dataset.DatasetError):
+        ensemble.predict_file(models, scaler, path, grid=giraffe_grid(("HR10",)))

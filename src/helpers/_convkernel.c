@@ -116,7 +116,7 @@ static PyObject *conv_stack(PyObject *self, PyObject *args)
     }
     const Py_ssize_t n = xv.shape[0];
     const Py_ssize_t l0 = xv.shape[1];
-    Py_ssize_t len = l0, cin = 1, maxact = 0, maxtile = 0, maxwc = 0;
+    Py_ssize_t len = l0, cin = 1, maxact = 0, maxwc = 0;
     for (; got < nl; got++) {
         PyObject *item = PyTuple_GET_ITEM(layers_o, got);
         PyObject *wo, *bo;
@@ -151,9 +151,6 @@ static PyObject *conv_stack(PyObject *self, PyObject *args)
         cin = co;
         if (co * len > maxact)
             maxact = co * len;
-        const Py_ssize_t tl = ((480 + pool - 1) / pool) * pool;
-        if (tl > maxtile)
-            maxtile = tl;
         if (ci * k * 6 > maxwc)
             maxwc = ci * k * 6;
     }

@@ -9,6 +9,7 @@ standard deviation) in the units of :data:`helpers.LABEL_UNITS`.
 from __future__ import annotations
 
 import csv
+import itertools
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ __all__ = ["split_train_test", "fit_rows", "PAPER_PRECISION", "load_paper_precis
 PAPER_PRECISION = paths.PAPER_PRECISION
 
 
-def predict_file(models, scaler, path, *, n: int, grid=None, batch_size: int = 256, block: int = 4096,
+def predict_file(models, scaler, path, *, grid=None, batch_size: int = 256, block: int = 4096,
                  engine=None) -> dict:
     """The ensemble's labels for every spectrum of a data set file, read block by block.
 
@@ -36,8 +37,6 @@ def predict_file(models, scaler, path, *, n: int, grid=None, batch_size: int = 2
     scaler : helpers.model.LabelScaler
     path : path-like
         Data set (:mod:`helpers.dataset` format).
-    n : int
-        Number of spectra in the file (from its catalogue).
     grid : helpers.spectra.Grid, optional
         Refuse the file if its wavelength grid differs.
     batch_size, block : int
@@ -48,25 +47,29 @@ def predict_file(models, scaler, path, *, n: int, grid=None, batch_size: int = 2
     Returns
     -------
     dict
-        ``mean``, ``std`` (n, n_labels) in label units; ``seconds`` spent predicting
-        (reading excluded); ``engine``: its description.
+        ``mean``, ``std`` (n, n_labels) in label units, in the file's row order;
+        ``seconds`` spent predicting (reading excluded); ``engine``: its description.
     """
     from . import model as M
     from .dataset import read_dataset
 
     if engine is None:
         engine = M.inference_engine(models)
-    mean = np.empty((n, len(scaler.names)))
-    std = np.empty_like(mean)
-    seconds = 0.0
-    for start in range(0, n, block):
+    means, stds, seconds = [], [], 0.0
+    for start in itertools.count(0, block):
         data = read_dataset(path, expect_grid=grid, rows=slice(start, start + block))
+        if len(data) == 0:
+            break
         x = M.prepare_inputs(data.flux, data.ivar)
         t0 = time.perf_counter()
-        sl = slice(start, start + len(x))
-        mean[sl], std[sl], _ = M.ensemble_predict(models, x, scaler, batch_size=batch_size, engine=engine)
+        mean, std, _ = M.ensemble_predict(models, x, scaler, batch_size=batch_size, engine=engine)
         seconds += time.perf_counter() - t0
-    return {"mean": mean, "std": std, "seconds": seconds, "engine": M.engine_name(engine)}
+        means.append(mean)
+        stds.append(std)
+    if not means:
+        raise ValueError(f"{path} holds no spectra")
+    return {"mean": np.concatenate(means), "std": np.concatenate(stds), "seconds": seconds,
+            "engine": M.engine_name(engine)}
 
 
 def split_train_test(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,13 +1,15 @@
 """Fast CPU inference for the CNN ensemble: a C kernel for the convolutions, BLAS for the head.
 
-Why: a 10-member ensemble of the GIRAFFE network costs 180 MFLOP per spectrum, 86 % of
-it in the three convolution layers, whose few channels (1 → 8 → 6 → 4) keep the general
-convolution routines of the deep-learning frameworks far from the CPU's peak. The
+Why: most of the network's floating-point operations (see
+:func:`helpers.model.count_flops`) lie in the three convolution layers, whose few channels
+(1 → 8 → 6 → 4) keep the general convolution routines of the deep-learning frameworks far
+from the CPU's peak. The
 extension :mod:`helpers._convkernel` computes the Conv1D + bias + LeakyReLU + max-pooling
 chain of one spectrum at a time while its activations stay in the CPU's caches, with the
 accumulators of all output channels in vector registers (AVX2 + FMA where the CPU has
 them, chosen at run time; plain C vectors elsewhere). The flattened features then go
-through the dense head as matrix products (numpy's BLAS) for a block of spectra at once.
+through the dense head as matrix products (numpy's BLAS). Threads share the spectra of a
+block, each taking its share through every member with BLAS held to one thread.
 ``bench/bench_cnn.py`` measures it side by side with the Keras and TensorFlow paths.
 
 It reads the weights of the Keras models (any backend) and gives their outputs to float32

@@ -325,7 +325,7 @@ def engine_name(engine) -> str:
     from . import inference
 
     if isinstance(engine, inference.KernelEnsemble):
-        return f"C kernel ({inference.simd()}, {engine.threads} threads) + BLAS"
+        return f"C kernel ({inference.simd()}, {engine.threads} thread{'s' if engine.threads > 1 else ''}) + BLAS"
     if isinstance(engine, FusedEnsemble):
         return "one TensorFlow graph for all members (oneDNN)"
     return f"Keras predict, one model at a time ({backend()} backend)"

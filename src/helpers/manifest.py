@@ -19,7 +19,7 @@ from .fileio import write_text
 
 __all__ = ["load_manifest", "parameters_digest", "check_simulated", "record_simulated",
            "ChecksumError", "resolve_data_path", "real_entry", "verify_file", "register_real",
-           "verify_real_files"]
+           "verify_real_files", "sha256_of", "record_grid_part"]
 
 
 def load_manifest(path: str | Path | None = None) -> dict:
@@ -96,6 +96,11 @@ def record_simulated(name: str, parameters: dict, seed: int, generator: str,
         "parameters_sha256": parameters_digest(parameters),
         "files": {k: {"content_sha256": content_digest(p)} for k, p in files.items()},
     }
+    _write_manifest(path, data)
+
+
+def _write_manifest(path: Path, data: dict) -> None:
+    """Write the manifest atomically, keeping its comment header."""
     header = []
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -105,6 +110,31 @@ def record_simulated(name: str, parameters: dict, seed: int, generator: str,
                 break
     body = yaml.safe_dump(data, sort_keys=False, width=100)
     write_text(path, "\n".join(header) + ("\n" if header else "") + body)
+
+
+def sha256_of(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (for shipped chunks, whose bytes are the artefact)."""
+    from .fileio import sha256_file
+
+    return sha256_file(path)
+
+
+def record_grid_part(name: str, sha256: str, path: str | Path | None = None,
+                     section: str = "grid") -> None:
+    """Declare one shipped chunk (``<section>.parts.<name>``) with its SHA-256 in the manifest.
+
+    A chunk already declared with another checksum is refused: shipped data are
+    never silently replaced.
+    """
+    path = Path(path) if path else paths.MANIFEST
+    data = load_manifest(path)
+    entry = data.setdefault(section, {})
+    parts = entry.setdefault("parts", {})
+    if name in parts and parts[name] != sha256:
+        raise ChecksumError(f"{section} part {name} is already declared with another checksum; "
+                            "pack into a new part instead of replacing a shipped one")
+    parts[name] = sha256
+    _write_manifest(path, data)
 
 
 # --------------------------------------------------------------------------- real data

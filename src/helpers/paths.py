@@ -27,6 +27,12 @@ BOOK_BUILD = BOOK / "_build"
 CACHE = REPO / ".cache"
 #: The data manifest.
 MANIFEST = REPO / "data_manifest.yaml"
+#: Expensive results that ship with the repository (declared in the manifest).
+DATA = REPO / "data"
+#: The synthesis grid: packed chunks ``part-NNN.npz`` and the generator's record.
+GRID = DATA / "grid"
+#: The spectral emulator trained on the grid: weights and record.
+EMULATOR = DATA / "emulator"
 
 # Inside a run folder:
 #: Executed notebooks.

@@ -14,9 +14,8 @@ def test_wheel_contains_package_and_data(tmp_path):
                     "-q", "-w", str(tmp_path), "."], check=True)
     wheel = next(tmp_path.glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for f in ("helpers/__init__.py", "helpers/pipeline.py", "helpers/data/lines_forest.csv",
-              "helpers/data/lines_strong.csv", "helpers/data/benchmarks.csv",
-              "helpers/data/simulator_calibration.json"):
+    for f in ("helpers/__init__.py", "helpers/pipeline.py", "helpers/emulator.py",
+              "helpers/data/lines_strong.csv", "helpers/data/benchmarks.csv"):
         assert f in names, f
 
 

@@ -1,15 +1,15 @@
-"""Physics of the forward model that could fail."""
+"""The forward model: broadening that keeps the physics, the emulator behind it, noise."""
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pytest
 
 from helpers import simulate
-from helpers.lines import load_linelist
+from helpers.emulator import DomainError
+from helpers.spectra import C_KMS, giraffe_grid
 
 SUN = np.array([5772.0, 4.44, 0.0, 0.0, 0.0])
+GRID = giraffe_grid()
 
 
 @pytest.fixture(scope="module")
@@ -17,125 +17,128 @@ def fm():
     return simulate.ForwardModel()
 
 
-def _near(wave, centres, half=0.4):
-    m = np.zeros(wave.size, bool)
-    for c in centres:
-        m |= np.abs(wave - c) < half
-    return m
+def _line(depth=0.5, sigma_pix=1.0, centre=None):
+    """A Gaussian absorption line in the middle of each setup (flux, centres in Å)."""
+    flux = np.ones(GRID.n_pixels, np.float32)
+    centres = []
+    for s, (a, b) in zip(GRID.setups, GRID.bounds):
+        c = centre or 0.5 * (GRID.wave[a] + GRID.wave[b - 1])
+        x = (GRID.wave[a:b] - c) / GRID.step
+        flux[a:b] -= depth * np.exp(-0.5 * (x / sigma_pix) ** 2)
+        centres.append(c)
+    return flux, centres
 
 
-def _depth(fm, flux, w):
-    return 1 - np.interp(w, fm.grid.wave, flux)
+def _moments(flux, sl, wave):
+    a = 1.0 - flux[sl].astype(float)
+    w = wave[sl]
+    ew = a.sum() * GRID.step
+    mean = (a * w).sum() / a.sum()
+    var = (a * (w - mean) ** 2).sum() / a.sum()
+    return ew, mean, var
 
 
-def _line_waves(fm, symbols, min_depth=0.01):
-    """Wavelengths of lines of ``symbols`` that are not negligible in the Sun."""
-    ll = fm.lines
-    iso = simulate.isolated_depths(SUN[None], [[1.2, 0, 0]], lines=ll, cal=fm.cal, grid=fm.grid)["depth"][0]
-    return ll.wave[np.isin(ll.symbol, symbols) & (iso > min_depth)]
+def test_broadening_keeps_continuum_and_equivalent_width():
+    flux, _ = _line()
+    out = simulate.broaden(np.stack([flux, np.ones_like(flux)]), GRID, vsini=[30.0, 30.0],
+                           vmac=[4.0, 4.0], rv=[0.0, 0.0])
+    assert np.allclose(out[1], 1.0, atol=1e-6)
+    for s, (a, b) in zip(GRID.setups, GRID.bounds):
+        ew0 = _moments(flux, slice(a, b), GRID.wave)[0]
+        ew1 = _moments(out[0], slice(a, b), GRID.wave)[0]
+        assert ew1 == pytest.approx(ew0, rel=1e-4)
 
 
-def test_mg_lines_deepen_with_mg_and_only_there(fm):
-    cal0 = dataclasses.replace(fm.cal, alpha_coupling=0.0)
-    lo, hi = SUN.copy(), SUN.copy()
-    hi[3] = 0.3
-    f = simulate.render([lo, hi], grid=fm.grid, lines=fm.lines, cal=cal0)
-    diff = f[0] - f[1]  # positive where lines got deeper
-    mg = _near(fm.grid.wave, _line_waves(fm, ["Mg"], 0.0), half=1.0)
-    mg |= _near(fm.grid.wave, [5528.405, 8806.757], half=4.0)  # their damping wings
-    for w in (5528.405, 8806.757, 8736.019, 8717.825):
-        assert _depth(fm, f[1], w) > _depth(fm, f[0], w) + 0.01
-    assert diff[mg].max() > 0.03
-    assert np.abs(diff[~mg]).max() < 0.002  # nothing else moves
-    # with the default coupling the change also reaches the alpha elements, and nothing else
-    f = simulate.render([lo, hi], grid=fm.grid, lines=fm.lines, cal=fm.cal)
-    alpha = _near(fm.grid.wave, _line_waves(fm, ["Mg", "O", "Si", "S", "Ca", "Ti"], 0.0), half=1.5)
-    alpha |= mg | _near(fm.grid.wave, [8498.023, 8542.091, 8662.141], half=20.0)  # Ca II wings
-    assert np.abs(f[0] - f[1])[~alpha].max() < 0.003
-    assert np.abs(f[0] - f[1])[alpha & ~mg].max() > 0.005
+def test_line_spread_function_has_the_setup_resolution():
+    flux, centres = _line(depth=0.3, sigma_pix=0.3)
+    out = simulate.broaden(flux[None], GRID)[0]
+    for s, (a, b), c in zip(GRID.setups, GRID.bounds, centres):
+        var_in = _moments(flux, slice(a, b), GRID.wave)[2]
+        var_out = _moments(out, slice(a, b), GRID.wave)[2]
+        lam0 = 0.5 * (GRID.wave[a] + GRID.wave[b - 1])
+        fwhm = 2 * np.sqrt(2 * np.log(2))
+        expected = (lam0 / (fwhm * s.resolving_power)) ** 2 - (lam0 / (fwhm * 40000.0)) ** 2
+        assert var_out - var_in == pytest.approx(expected, rel=0.01)
 
 
-def test_al_doublet_responds_to_al(fm):
-    hi = SUN.copy()
-    hi[4] = 0.4
-    f = fm.render([SUN, hi])
-    for w in (8772.865, 8773.896):
-        assert _depth(fm, f[1], w) - _depth(fm, f[0], w) > 0.02
-    assert abs(_depth(fm, f[1], 8806.757) - _depth(fm, f[0], 8806.757)) < 1e-4
+def test_rotation_profile_has_grays_second_moment():
+    # Gray's profile, linear limb darkening eps: <x^2> = ((1-eps)/4 + (2 eps/3)/5) / (1 - eps/3),
+    # x in units of the edge lambda v sin i / c
+    flux, _ = _line(depth=0.2, sigma_pix=0.3)
+    v = 60.0
+    lsf = simulate.broaden(flux[None], GRID)[0]
+    rot = simulate.broaden(flux[None], GRID, vsini=v)[0]
+    eps = simulate.LIMB_DARKENING
+    m2 = ((1 - eps) / 4 + (2 * eps / 3) / 5) / (1 - eps / 3)
+    for s, (a, b) in zip(GRID.setups, GRID.bounds):
+        lam0 = 0.5 * (GRID.wave[a] + GRID.wave[b - 1])
+        dl = lam0 * v / C_KMS
+        extra = _moments(rot, slice(a, b), GRID.wave)[2] - _moments(lsf, slice(a, b), GRID.wave)[2]
+        assert extra == pytest.approx(m2 * dl ** 2, rel=0.02)
 
 
-def test_paschen_lines_only_in_hot_stars(fm):
-    f = fm.render([[5000, 4.5, 0, 0, 0], [5800, 4.3, 0, 0, 0], [7000, 4.2, 0, 0, 0]])
-    # 8748 Å sits in the blue wing of Pa12 (8750.5 Å), clear of strong metal lines
-    d = [_depth(fm, fi, 8748.0) for fi in f]
-    assert d[0] < 0.02 and d[1] < 0.05 and d[2] > 0.15
+@pytest.mark.parametrize("rv", [1.0, -0.5, 25.0, -60.0])
+def test_radial_velocity_moves_the_line_by_the_doppler_shift(rv):
+    for frac in (0.2, 0.5, 0.8):  # near both ends and the middle of each setup
+        flux = np.ones(GRID.n_pixels, np.float32)
+        cs = []
+        for (a, b) in GRID.bounds:
+            c = GRID.wave[a] + frac * (GRID.wave[b - 1] - GRID.wave[a])
+            flux[a:b] -= 0.4 * np.exp(-0.5 * ((GRID.wave[a:b] - c) / 0.08) ** 2)
+            cs.append(c)
+        out = simulate.broaden(flux[None], GRID, rv=rv)[0]
+        for (a, b), c in zip(GRID.bounds, cs):
+            m = np.abs(GRID.wave - c) < 3.0
+            m[:a] = False
+            m[b:] = False
+            a_ = 1 - out[m].astype(float)
+            centroid = (a_ * GRID.wave[m]).sum() / a_.sum()
+            assert centroid - c == pytest.approx(c * rv / C_KMS, abs=0.002)
 
 
-def test_ionised_lines_strengthen_at_low_gravity(fm):
-    ll = fm.lines
-    stars = np.array([[5000, 4.5, 0, 0, 0], [5000, 2.5, 0, 0, 0]])
-    iso = simulate.isolated_depths(stars, [[1.2, 0, 0]] * 2, lines=ll, cal=fm.cal, grid=fm.grid)["ew"]
-    fe2 = (ll.symbol == "Fe") & (ll.ion == 1) & (iso[0] > 0.005)
-    fe1 = (ll.symbol == "Fe") & (ll.ion == 0) & (iso[0] > 0.005)
-    ratio2 = np.median(iso[1, fe2] / iso[0, fe2])
-    ratio1 = np.median(iso[1, fe1] / iso[0, fe1])
-    assert ratio2 > 1.3  # Fe II: much stronger in the giant
-    assert ratio2 > ratio1 * 1.2  # ... and more so than Fe I
+def test_broadening_refuses_negative_widths():
+    with pytest.raises(ValueError, match="vsini and vmac"):
+        simulate.broaden(np.ones((1, GRID.n_pixels)), GRID, vsini=-1.0)
 
 
-def test_curve_of_growth_regimes(fm):
-    ll = load_linelist().take(np.array([0]))
-    cal = fm.cal
-    base = simulate.line_strengths(ll, SUN[None], [[1.0, 0, 0]], cal)
-    ews = []
-    for dlog in (-4, -3, 0, 1, 4, 5):
-        st = {**base, "log_eta": base["log_eta"] - base["log_eta"] + dlog}
-        ews.append(simulate.equivalent_widths(st, cal)["ew"][0, 0])
-    ews = np.array(ews)
-    assert ews[1] / ews[0] == pytest.approx(10, rel=0.05)  # linear: EW ∝ η
-    assert ews[3] / ews[2] < 2.0  # saturated: flat
-    # damping wings: at large η a larger damping parameter gives a larger EW
-    st = {**base, "log_eta": base["log_eta"] * 0 + 5.0}
-    small = simulate.equivalent_widths({**st, "a": st["a"] * 0 + 1e-3}, cal)["ew"]
-    large = simulate.equivalent_widths({**st, "a": st["a"] * 0 + 1e-1}, cal)["ew"]
-    assert large[0, 0] > 3 * small[0, 0]
+def test_render_sub_grid_is_the_same_pixels(fm):
+    hr21 = giraffe_grid(("HR21",))
+    full = fm.render(SUN)[0]
+    part = simulate.ForwardModel(grid=hr21, emulator=fm.emulator).render(SUN)[0]
+    assert np.allclose(part, full[GRID.setup_slice("HR21")], atol=1e-6)
 
 
-def test_calibration_against_turbospectrum_depths(fm):
-    comp = simulate.depth_comparison(grid=fm.grid, lines=fm.lines, cal=fm.cal)
-    table = simulate.depth_rms_table(comp)
-    assert set(table) == {(s, st) for s in simulate.REFERENCE_STARS for st in ("HR10", "HR21")}
-    for (star, setup), (rms, n) in table.items():
-        assert n >= 30
-        assert rms <= 0.05, f"{star} {setup}: rms {rms:.3f}"
+def test_mg_and_al_lines_answer_their_own_label(fm):
+    base = fm.render(SUN)[0]
+    mg = fm.render(SUN + [0, 0, 0, 0.3, 0])[0]
+    al = fm.render(SUN + [0, 0, 0, 0, 0.4])[0]
+    d = lambda f, w: 1 - np.interp(w, GRID.wave, f)
+    assert d(mg, 8806.75) > d(base, 8806.75) + 0.01   # the strong Mg I line deepens
+    assert d(al, 8773.9) > d(base, 8773.9) + 0.01     # the Al I line deepens
+    assert abs(d(al, 8806.75) - d(base, 8806.75)) < 0.005  # and Al leaves Mg alone
 
 
-def test_jacobian_signs_and_shape(fm):
-    J = fm.jacobian(SUN[None])
-    assert J.shape == (1, fm.grid.n_pixels, 5)
-    i = np.argmin(np.abs(fm.grid.wave - 8806.757))
-    assert J[0, i, 3] < 0  # more Mg -> less flux in the Mg line
-    j = np.argmin(np.abs(fm.grid.wave - 8773.896))
-    assert J[0, j, 4] < 0 and abs(J[0, j, 3]) < abs(J[0, j, 4])
+def test_jacobian_matches_finite_differences(fm):
+    nuis = np.array([[1.1, 5.0, 2.0]])
+    J = fm.jacobian(SUN[None], nuis)[0]
+    steps = [20.0, 0.05, 0.02, 0.02, 0.02]
+    for k, h in enumerate(steps):
+        lo, hi = SUN.copy(), SUN.copy()
+        lo[k] -= h
+        hi[k] += h
+        fd = (fm.render(hi, nuis).astype(float) - fm.render(lo, nuis)) / (2 * h)
+        scale = np.abs(fd).max()
+        assert np.abs(J[:, k] - fd[0]).max() < 0.05 * scale
 
 
-def test_render_is_deterministic_and_independent_of_threads(fm):
-    rng = np.random.default_rng(3)
-    lab = np.column_stack([rng.uniform(4200, 6800, 40), rng.uniform(1.5, 4.6, 40),
-                           rng.uniform(-2, 0.4, 40), rng.uniform(-0.1, 0.4, 40), rng.uniform(-0.2, 0.6, 40)])
-    a = fm.render(lab, chunk=16)
-    b = fm.render(lab, chunk=16, n_threads=2)
-    assert np.array_equal(a, b)
-    assert a.dtype == np.float32 and np.isfinite(a).all()
-    assert 0 < a.min() and a.max() <= 1.0
-
-
-@pytest.mark.parametrize("bad, match", [
-    ([[5772, 4.44, np.nan, 0, 0]], "NaN"),
-    ([[5772, 4.44, 0.0, 0.0]], "5 columns"),
+@pytest.mark.parametrize("bad, err, match", [
+    ([[5772, 4.44, 0.0, 0.0]], ValueError, "5 columns"),
+    ([[5772, 4.44, np.nan, 0.0, 0.0]], ValueError, "NaN"),
+    ([[9000, 4.0, 0.0, 0.0, 0.0]], DomainError, "outside the emulator's domain"),
+    ([[4000, 4.0, 0.0, 0.0, 0.0]], DomainError, "outside the emulator's domain"),  # no such star
 ])
-def test_render_refuses_bad_labels(fm, bad, match):
-    with pytest.raises(ValueError, match=match):
+def test_render_refuses_bad_labels(fm, bad, err, match):
+    with pytest.raises(err, match=match):
         fm.render(bad)
 
 

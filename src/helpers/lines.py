@@ -1,14 +1,10 @@
 """Atomic data: elements and the line list used by the forward model.
 
-Two files shipped in ``helpers/data`` make the line list:
-
-* ``lines_strong.csv`` — 85 lines in or near HR10/HR21 with Gaia-ESO v6 atomic
-  data and the line depths that Turbospectrum gives for three reference stars
-  (the project's reference material; its ``source`` column says where each
-  number comes from).
-* ``lines_forest.csv`` — the weaker-line forest of the Gaia-ESO v6 line list
-  (Heiter et al. 2021) inside the two setups, extracted by
-  ``scripts/extract_ges_linelist.py``.
+``lines_strong.csv``, shipped in ``helpers/data``, holds 85 lines in or near
+HR10/HR21 with Gaia-ESO v6 atomic data and the line depths that Turbospectrum
+gives for three reference stars (the project's reference material; its
+``source`` column says where each number comes from). The spectra themselves
+are synthesised with the whole Gaia-ESO v6 list (``scripts/synthesize_grid.py``).
 
 Wavelengths are in Å (air), excitation potentials in eV.
 """
@@ -23,8 +19,7 @@ import numpy as np
 
 from . import paths
 
-__all__ = ["ELEMENTS", "Element", "LineList", "load_linelist", "load_reference_lines",
-           "species_name"]
+__all__ = ["ELEMENTS", "Element", "load_reference_lines", "species_name", "element_by_z"]
 
 
 @dataclass(frozen=True)
@@ -102,57 +97,6 @@ def element_by_z(z: int) -> Element | None:
     return _BY_Z.get(z)
 
 
-@dataclass
-class LineList:
-    """Columns of a line list as numpy arrays (one entry per line).
-
-    Attributes
-    ----------
-    wave : ndarray
-        Air wavelength in Å.
-    symbol : ndarray of str
-        Element symbol.
-    ion : ndarray of int
-        0 for a neutral, 1 for a singly ionised species.
-    chi : ndarray
-        Excitation potential of the lower level in eV.
-    loggf : ndarray
-        log10 of the oscillator strength times the statistical weight.
-    sigma_vdw : ndarray
-        Van der Waals cross-section in atomic units (Anstee, Barklem & O'Mara
-        theory); 300 where the line list gives none.
-    gamma_rad : ndarray
-        Radiative damping constant in s^-1.
-    ref : ndarray of int
-        Row of the line in ``lines_strong.csv``, or -1.
-    """
-
-    wave: np.ndarray
-    symbol: np.ndarray
-    ion: np.ndarray
-    chi: np.ndarray
-    loggf: np.ndarray
-    sigma_vdw: np.ndarray
-    gamma_rad: np.ndarray
-    ref: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.wave)
-
-    @property
-    def species(self) -> np.ndarray:
-        """Species names such as ``'Mg I'``."""
-        return np.array([species_name(s, i) for s, i in zip(self.symbol, self.ion)])
-
-    def element_array(self, attr: str) -> np.ndarray:
-        """An :class:`Element` attribute (``mass``, ``a_sun``, ...) for every line."""
-        return np.array([getattr(ELEMENTS[s], attr) for s in self.symbol], dtype=float)
-
-    def take(self, index) -> "LineList":
-        """A new list holding the lines selected by ``index``."""
-        return LineList(**{k: getattr(self, k)[index] for k in self.__dataclass_fields__})
-
-
 def _float(x: str, default: float = np.nan) -> float:
     try:
         return float(x)
@@ -173,31 +117,3 @@ def load_reference_lines(path: Path = paths.LINES_STRONG) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=4)
-def load_linelist(path: Path = paths.LINES_FOREST) -> LineList:
-    """Read the forward model's line list (forest plus strong lines plus Paschen).
-
-    Raises
-    ------
-    FileNotFoundError
-        If the extracted forest is missing, with the command that makes it.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"line list {path} is missing; create it with "
-            "'python scripts/extract_ges_linelist.py' (see that script's docstring)"
-        )
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    cols = {
-        "wave": np.array([float(r["wave"]) for r in rows]),
-        "symbol": np.array([r["element"] for r in rows]),
-        "ion": np.array([int(r["ion"]) for r in rows]),
-        "chi": np.array([float(r["chi_eV"]) for r in rows]),
-        "loggf": np.array([float(r["loggf"]) for r in rows]),
-        "sigma_vdw": np.array([float(r["sigma_vdw"]) for r in rows]),
-        "gamma_rad": np.array([float(r["gamma_rad"]) for r in rows]),
-        "ref": np.array([int(r["ref"]) for r in rows]),
-    }
-    order = np.argsort(cols["wave"], kind="stable")
-    return LineList(**{k: v[order] for k, v in cols.items()})

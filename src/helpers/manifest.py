@@ -120,17 +120,18 @@ def sha256_of(path: str | Path) -> str:
 
 
 def record_grid_part(name: str, sha256: str, path: str | Path | None = None,
-                     section: str = "grid") -> None:
-    """Declare one shipped chunk (``<section>.parts.<name>``) with its SHA-256 in the manifest.
+                     section: str = "grid", replace: bool = False) -> None:
+    """Declare one shipped file (``<section>.parts.<name>``) with its SHA-256 in the manifest.
 
-    A chunk already declared with another checksum is refused: shipped data are
-    never silently replaced.
+    A grid chunk already declared with another checksum is refused (shipped
+    syntheses are never silently replaced); ``replace=True`` is for files that a
+    generator legitimately supersedes (a retrained emulator).
     """
     path = Path(path) if path else paths.MANIFEST
     data = load_manifest(path)
     entry = data.setdefault(section, {})
     parts = entry.setdefault("parts", {})
-    if name in parts and parts[name] != sha256:
+    if name in parts and parts[name] != sha256 and not replace:
         raise ChecksumError(f"{section} part {name} is already declared with another checksum; "
                             "pack into a new part instead of replacing a shipped one")
     parts[name] = sha256

@@ -44,10 +44,6 @@ RUN_ARTEFACTS = "artefacts"
 
 #: The strong-line list with reference depths (copied from the project's shared reference).
 LINES_STRONG = PACKAGE_DATA / "lines_strong.csv"
-#: The weak-line forest extracted from the Gaia-ESO v6 line list (see scripts/).
-LINES_FOREST = PACKAGE_DATA / "lines_forest.csv"
-#: Simulator calibration constants (written by scripts/calibrate_simulator.py).
-CALIBRATION = PACKAGE_DATA / "simulator_calibration.json"
 #: Gaia FGK benchmark stars.
 BENCHMARKS = PACKAGE_DATA / "benchmarks.csv"
 #: Precision figures quoted by Ambrosch et al. (2023), with sources.

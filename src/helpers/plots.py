@@ -13,7 +13,7 @@ import numpy as np
 from . import LABEL_TEX, LABELS
 
 __all__ = ["use_style", "SPECIES_COLOURS", "spectra_with_lines", "line_response",
-           "depth_check", "kiel", "label_histograms", "snr_histogram", "defect_gallery",
+           "emulator_errors", "response_pairs", "line_check", "kiel", "label_histograms", "snr_histogram", "defect_gallery",
            "galactic_positions", "abundance_plane", "survey_vs_truth", "unavailable", "tsne_maps",
            "tsne_by_category", "group_gallery", "mg_al_by_cluster", "training_curves", "member_selection",
            "one_to_one", "residuals_vs_snr", "calibration", "gradients_under_spectrum", "enrichment_matrix",
@@ -103,22 +103,76 @@ def line_response(wave, panels):
     return fig
 
 
-def depth_check(comparison, rms_table):
-    """Forward-model versus Turbospectrum central depths of the reference lines."""
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4), sharex=True, sharey=True)
-    titles = {"sun": "Sun-like dwarf (5777/4.44/0.0)", "giant": "giant (4500/2.5/0.0)",
-              "mp_giant": "metal-poor giant (4800/2.0/−1.0)"}
-    for ax, star in zip(axes, titles):
-        rows = [c for c in comparison if c["star"] == star]
-        for setup, mk in (("HR10", "o"), ("HR21", "s")):
-            sel = [c for c in rows if c["setup"] == setup]
-            ax.scatter([c["depth"] for c in sel], [c["model"] for c in sel], s=14, marker=mk,
-                       label=f"{setup}: rms {rms_table[(star, setup)][0]:.3f}")
-        ax.plot([0, 1], [0, 1], "k--", lw=0.7)
-        ax.set_title(titles[star], loc="left")
-        ax.set_xlabel("Turbospectrum depth")
-        ax.legend()
-    axes[0].set_ylabel("forward-model depth")
+def emulator_errors(wave, err, setups):
+    """Emulator minus synthesis on held-out spectra: median and 99th percentile of |error| per pixel.
+
+    Parameters
+    ----------
+    wave : (n_pixels,) Å
+    err : (n_stars, n_pixels) emulator − synthesis
+    setups : list of (name, slice)
+    """
+    a = np.abs(err)
+    fig, axes = plt.subplots(1, len(setups), figsize=(10, 3.0), sharey=True,
+                             gridspec_kw={"width_ratios": [s.stop - s.start for _, s in setups]})
+    for ax, (name, sl) in zip(np.atleast_1d(axes), setups):
+        ax.plot(wave[sl], np.percentile(a[:, sl], 99, axis=0), color="#D55E00", lw=0.6,
+                label="99th percentile")
+        ax.plot(wave[sl], np.median(a[:, sl], axis=0), color="#0072B2", lw=0.6, label="median")
+        ax.set_yscale("log")
+        ax.set_title(name, loc="left")
+        ax.set_xlabel("wavelength [Å]")
+    ax0 = np.atleast_1d(axes)[0]
+    ax0.axhline(0.002, color="0.4", ls=":", lw=1)
+    ax0.set_ylabel("|emulator − synthesis|")
+    ax0.legend(loc="upper left")
+    return fig
+
+
+def response_pairs(wave, panels):
+    """Single-label responses: the synthesis's change of flux and the emulator's, per window.
+
+    Parameters
+    ----------
+    panels : list of dict
+        Each with ``window`` (a, b) Å, ``title``, ``syn`` and ``emu`` (flux changes).
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.0))
+    for ax, p in zip(np.atleast_1d(axes), panels):
+        a, b = p["window"]
+        m = (wave >= a) & (wave <= b)
+        ax.plot(wave[m], p["syn"][m], color="0.2", lw=1.6, label="synthesis")
+        ax.plot(wave[m], p["emu"][m], color="#D55E00", lw=1.0, ls="--", label="emulator")
+        ax.axhline(0, color="0.7", lw=0.5)
+        ax.set_title(p["title"], loc="left")
+        ax.set_xlabel("wavelength [Å]")
+    np.atleast_1d(axes)[0].set_ylabel("change of normalised flux")
+    np.atleast_1d(axes)[0].legend()
+    return fig
+
+
+def line_check(rows: list[dict]):
+    """Reference-line depths and equivalent widths: emulator against synthesis (held-out stars)."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    ds = np.array([r["depth_syn"] for r in rows])
+    de = np.array([r["depth_emu"] for r in rows])
+    es = np.array([r["ew_syn_mA"] for r in rows])
+    ee = np.array([r["ew_emu_mA"] for r in rows])
+    sp = np.array([r["species"] for r in rows])
+    for name, colour in (("other", "0.6"), ("Fe I", "#009E73"), ("Mg I", "#D55E00"),
+                         ("Al I", "#0072B2")):
+        m = ~np.isin(sp, ["Fe I", "Mg I", "Al I"]) if name == "other" else sp == name
+        axes[0].scatter(ds[m], de[m] - ds[m], s=4, color=colour, label=name)
+        ok = m & (es > 5)
+        axes[1].scatter(es[ok], np.log10(np.maximum(ee[ok], 0.1) / es[ok]), s=4, color=colour)
+    axes[0].set_xlabel("central depth, synthesis")
+    axes[0].set_ylabel("emulator − synthesis")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("equivalent width, synthesis [mÅ]")
+    axes[1].set_ylabel("log10 EW emulator / synthesis")
+    for ax in axes:
+        ax.axhline(0, color="0.4", lw=0.6)
+    axes[0].legend(markerscale=3)
     return fig
 
 

@@ -28,10 +28,11 @@ from . import LABELS, __version__, paths
 from .dataset import DatasetWriter
 from .galaxy import (FRAME, GalaxyModel, galactocentric, kiel_track, low_alpha_mg,
                      metallicity_shift, sample_field_stars)
-from .simulate import ForwardModel, add_noise, default_vmic
+from .grid import DOMAIN, GRID_LABELS, in_star_region
+from .simulate import ALPHA_COUPLING, ForwardModel, add_noise, default_vmic, grid_labels
 
 __all__ = ["DEFECTS", "FLAG_BITS", "SurveyConfig", "make_catalogue", "generate_survey",
-           "select_training", "cname", "GENERATOR"]
+           "select_training", "cname", "GENERATOR", "inside_domain"]
 
 #: Name of the generator written into every file's provenance.
 GENERATOR = "helpers.survey"
@@ -296,8 +297,9 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
     snr = np.where(first_b, 250.0, snr)
     snr = np.clip(snr, cfg.snr_min, cfg.snr_max)
 
-    # nuisances
-    vmic = default_vmic(cat["teff"], cat["logg"]) + rng.normal(0, 0.1, n)
+    # nuisances (vmic kept inside the synthesis grid's range)
+    vmic = np.clip(default_vmic(cat["teff"], cat["logg"]) + rng.normal(0, 0.1, n),
+                   DOMAIN["vmic"][0] + 0.05, DOMAIN["vmic"][1] - 0.05)
     dwarf_hot = (cat["logg"] > 3.5) & (cat["teff"] > 6200)
     vsini = np.abs(rng.normal(0, 2.5, n)) + np.where(dwarf_hot, rng.uniform(0, 12, n), 0.0)
     rv = rng.normal(0, 1.0, n)
@@ -338,6 +340,7 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
     }
     for j, k in enumerate(LABELS):
         out[f"truth_{k}"] = truth[:, j]
+    out["truth_alpha_fe"] = ALPHA_COUPLING * truth[:, 3]
     out.update({"truth_vmic": vmic, "truth_vsini": vsini, "truth_rv": rv})
     for j, k in enumerate(LABELS):
         out[f"survey_{k}"] = survey[:, j]
@@ -345,7 +348,24 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
     out.update({"survey_flag": flag, "snr": snr, "defect": defect, "ra": cat["ra"],
                 "dec": cat["dec"], "distance_pc": cat["distance_pc"], "R_kpc": cat["R_kpc"],
                 "z_kpc": cat["z_kpc"]})
-    return out
+    # the spectral model covers only the synthesis grid's domain: stars outside it are not drawn
+    keep = inside_domain(out)
+    return {k: v[keep] for k, v in out.items()}
+
+
+def inside_domain(cat: dict) -> np.ndarray:
+    """True for catalogue rows whose true labels lie inside the emulator's domain.
+
+    The domain is the synthesis grid's (:data:`helpers.grid.DOMAIN` where
+    :func:`helpers.grid.in_star_region` holds); :func:`make_catalogue` leaves out
+    the few stars beyond it (the coolest giants, the most metal-poor benchmark
+    stars) rather than extrapolate the emulator.
+    """
+    labels = np.column_stack([cat[f"truth_{k}"] for k in LABELS])
+    x = grid_labels(labels, cat["truth_vmic"], cat["truth_alpha_fe"])
+    lo = np.array([DOMAIN[k][0] for k in GRID_LABELS])
+    hi = np.array([DOMAIN[k][1] for k in GRID_LABELS])
+    return np.all((x >= lo) & (x <= hi), axis=1) & in_star_region(x[:, 0], x[:, 1], x[:, 2])
 
 
 # --------------------------------------------------------------------------- spectra
@@ -383,25 +403,42 @@ def _continuum_and_emission(flux, defects, wave, rng):
                 flux[i] += rng.uniform(0.3, 1.2) * np.exp(-0.5 * ((wave - c0) / rng.uniform(0.15, 0.5)) ** 2)
 
 
+#: The forward model the worker processes use (set before they are forked, so the
+#: emulator's weights are not sent with every task).
+_WORKER_FM: ForwardModel | None = None
+
+
 def _render_survey_chunk(task):
     """Render, damage and add noise to one chunk (a top-level function, so workers can run it)."""
-    fm, seed, c, sl, labels, nuis, defects, snr, chunk = task
+    fm, seed, c, sl, labels, alpha, nuis, defects, snr, chunk = task
+    fm = fm or _WORKER_FM
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1, c]))
-    flux = fm.render(labels, nuis, chunk=chunk)
+    flux = fm.render(labels, nuis, alpha_fe=alpha, chunk=chunk)
     binary = np.nonzero(defects == "binary")[0]
     if binary.size:
         comp = labels[binary].copy()
-        comp[:, 0] = np.clip(comp[:, 0] - rng.uniform(0, 900, binary.size), 3900, 7000)
-        comp[:, 1] = np.clip(comp[:, 1] + rng.uniform(0, 0.4, binary.size), 0.8, 4.75)
+        comp[:, 0] = comp[:, 0] - rng.uniform(0, 900, binary.size)
+        comp[:, 1] = comp[:, 1] + rng.uniform(0, 0.4, binary.size)
         cn = nuis[binary].copy()
         cn[:, 2] += rng.choice([-1, 1], binary.size) * rng.uniform(25, 70, binary.size)
+        # a companion beyond the emulator's domain becomes a twin of the primary
+        outside = ~fm.in_domain(comp, cn, alpha[binary])
+        comp[outside] = labels[binary][outside]
         ratio = rng.uniform(0.4, 1.0, binary.size)[:, None]
-        flux[binary] = (flux[binary] + ratio * fm.render(comp, cn, chunk=chunk)) / (1 + ratio)
+        flux[binary] = (flux[binary] + ratio * fm.render(comp, cn, alpha_fe=alpha[binary],
+                                                         chunk=chunk)) / (1 + ratio)
     _continuum_and_emission(flux, defects, fm.grid.wave, rng)
     noisy, sigma = add_noise(flux, snr, rng)
     ivar = (1.0 / sigma ** 2).astype(np.float32)
     _apply_defects(noisy, ivar, defects, fm.grid.wave, rng)
     return sl, noisy, ivar
+
+
+def _one_thread():
+    """Worker processes use one BLAS thread each (the processes share the cores)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
 
 
 class _SerialExecutor:
@@ -433,9 +470,12 @@ def generate_survey(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None,
     n = len(cat["star_id"])
     labels = np.column_stack([cat[f"truth_{k}"] for k in LABELS])
     nuis = np.column_stack([cat["truth_vmic"], cat["truth_vsini"], cat["truth_rv"]])
+    alpha = cat["truth_alpha_fe"]
     provenance = {"generator": GENERATOR, "generator_version": __version__, "source": "simulated",
                   "seed": cfg.seed, "parameters": cfg.as_dict(),
-                  "calibration": fm.cal.fit, "n_lines": len(fm.lines)}
+                  "spectral_model": "emulator of PySME 1D LTE syntheses (helpers.emulator)",
+                  "emulator_sha256": fm.emulator.record.get("sha256", ""),
+                  "grid_stars": fm.emulator.record.get("grid_stars")}
 
     n_chunks = (n + cfg.chunk - 1) // cfg.chunk
     with DatasetWriter(out_path, fm.grid, n, provenance, overwrite=overwrite) as w:
@@ -443,11 +483,13 @@ def generate_survey(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None,
         tasks = []
         for c in range(n_chunks):
             sl = slice(c * cfg.chunk, min((c + 1) * cfg.chunk, n))
-            tasks.append((fm, cfg.seed, c, sl, labels[sl], nuis[sl], cat["defect"][sl],
-                          cat["snr"][sl], cfg.chunk))
+            tasks.append((None if cfg.n_workers > 1 else fm, cfg.seed, c, sl, labels[sl],
+                          alpha[sl], nuis[sl], cat["defect"][sl], cat["snr"][sl], cfg.chunk))
         if cfg.n_workers > 1:
+            global _WORKER_FM
+            _WORKER_FM = fm
             ctx = multiprocessing.get_context("fork")
-            ex = ProcessPoolExecutor(cfg.n_workers, mp_context=ctx)
+            ex = ProcessPoolExecutor(cfg.n_workers, mp_context=ctx, initializer=_one_thread)
         else:
             ex = _SerialExecutor()
         with ex:

@@ -386,6 +386,15 @@ def cmd_pack(args) -> int:
     out = folder / f"part-{n:03d}.npz"
     G.pack(stars, out, giraffe_grid().digest)
     M.record_grid_part(out.name, M.sha256_of(out))
+    rec_path = G.record_path(folder)
+    if rec_path.exists():  # the generator's parameters beside the checksums
+        rec = json.loads(rec_path.read_text(encoding="utf-8"))
+        M.record_section_info("grid", {
+            "description": "PySME 1D LTE syntheses of GIRAFFE HR10 + HR21 (0.05 Å, R = 40 000)",
+            "generator": rec.get("generator"), "record": "data/grid/grid.json",
+            "parameters": {k: rec.get(k) for k in ("seed", "n_design", "base_resolution",
+                                                    "cn_cut", "solar_abundances", "versions",
+                                                    "sdists")}})
     print(f"packed {len(stars)} stars into {out}")
     if args.remove:
         for p in stars:

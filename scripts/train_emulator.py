@@ -56,6 +56,10 @@ def main(argv=None) -> int:
     ap.add_argument("--learning-rate", type=float, default=1e-3)
     ap.add_argument("--patience", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--learning-curve", default="0.25,0.5",
+                    help="also fit on these fractions of the training stars (the first ones of the "
+                         "design, which fill the space by themselves) and record the test accuracy "
+                         "of each, to show how the accuracy grows with the grid ('' for none)")
     ap.add_argument("--unpacked", default="", help="(development) read star files from this folder")
     ap.add_argument("--dry-run", action="store_true", help="train and score, write nothing")
     args = ap.parse_args(argv)
@@ -87,6 +91,20 @@ def main(argv=None) -> int:
         rec["test"] = accuracy_summary(emu, te, by_region=True)
     if len(resp.names):
         rec["response"] = response_check(emu, resp)
+    curve = []
+    for frac in [float(f) for f in args.learning_curve.split(",") if f.strip()]:
+        order = np.argsort([int(str(n)[1:]) for n in tr.names])
+        sub = tr.select(order[:max(10, int(round(frac * len(order))))])
+        e = train(sub.labels, sub.flux, va.labels, va.flux, hidden=hidden,
+                  n_components=min(n_comp, len(sub.names) - 1), epochs=args.epochs,
+                  batch_size=args.batch_size, learning_rate=args.learning_rate,
+                  patience=args.patience, seed=args.seed, wave_digest=giraffe_grid().digest)
+        curve.append({"n_train": int(len(sub.names)), **accuracy_summary(e, te)["all"]})
+        print(f"learning curve: {len(sub.names)} training stars -> test median "
+              f"{curve[-1]['median_abs']:.4f}, p99 {curve[-1]['p99_abs']:.4f}", flush=True)
+    if curve and len(te.names):
+        curve.append({"n_train": int(len(tr.names)), **rec["test"]["all"]})
+    rec["learning_curve"] = curve
     print(f"trained in {seconds / 60:.1f} min, {rec['epochs_run']} epochs", flush=True)
     for key in ("validation", "test"):
         if key in rec:

@@ -136,6 +136,9 @@ def glued_values(notebook: Path) -> dict:
 #: Numbers of the run shown on the Markdown pages (landing page): substitution name, chapter,
 #: glued name, format. Markdown pages cannot ``glue``; these are read from the executed chapters.
 HEADLINES = (
+    ("n_grid", "01_prepare_data", "n_grid", ",d"),
+    ("emu_median", "01_prepare_data", "emu_median", ".4f"),
+    ("emu_p99", "01_prepare_data", "emu_p99", ".3f"),
     ("n_obs", "03_train_ensemble", "n_obs", ",d"),
     ("n_clean", "02_tsne_cleaning", "n_clean", ",d"),
     ("frac_removed", "02_tsne_cleaning", "frac_removed", ".1%"),

@@ -116,7 +116,9 @@ class Emulator:
         x : array_like, (n, 7)
             Teff [K], log g, [Fe/H], [Mg/Fe], [Al/Fe], [α/Fe] [dex], vmic [km/s].
         chunk : int
-            Rows per matrix product (memory ~ chunk × n_pixels × 4 bytes × 2).
+            Rows per matrix product (memory ~ chunk × n_pixels × 4 bytes × 2). The result
+            depends on it at the 1e-7 level (summation order): keep it fixed for
+            reproducible files.
         check : bool
             Refuse labels outside the domain (:class:`DomainError`) instead of extrapolating.
         """
@@ -126,10 +128,15 @@ class Emulator:
                              f"got shape {x.shape}")
         if check:
             self.check_domain(x)
+        from threadpoolctl import threadpool_limits
+
         z = scale_labels(x)
         out = np.empty((len(x), self.n_pixels), np.result_type(np.float32, self.weights[-1][0]))
-        for i in range(0, len(x), chunk):
-            out[i:i + chunk] = self._forward(z[i:i + chunk])[0]
+        # one BLAS thread: the sums are then done in the same order on any machine of this
+        # kind and for any number of worker processes, so the same seed gives the same survey
+        with threadpool_limits(1, user_api="blas"):
+            for i in range(0, len(x), chunk):
+                out[i:i + chunk] = self._forward(z[i:i + chunk])[0]
         return out
 
     def jacobian(self, x, check: bool = True) -> np.ndarray:
@@ -173,7 +180,14 @@ class Emulator:
             tmp.write_text(json.dumps(rec, indent=1, sort_keys=True, default=float) + "\n",
                            encoding="utf-8")
         if declare:
-            from .manifest import record_grid_part
+            from .manifest import record_grid_part, record_section_info
+            record_section_info("emulator", {
+                "description": "Payne-style emulator of the synthesis grid (labels -> flux)",
+                "generator": "scripts/train_emulator.py", "record": "data/emulator/emulator.json",
+                "parameters": {k: rec.get(k) for k in ("hidden", "n_components", "epochs_run",
+                                                        "batch_size", "learning_rate", "seed",
+                                                        "grid_stars", "n_train")}},
+                path=manifest_path)
             record_grid_part(EMULATOR_FILE, rec["sha256"], path=manifest_path, section="emulator",
                              replace=True)
         return path

@@ -171,9 +171,10 @@ def reference_line_table(emu, data: GridData, ref_lines, wave=None, half_width: 
 
 
 def reference_line_summary(rows: list[dict], min_ew_mA: float = 5.0) -> list[dict]:
-    """rms depth difference and rms log10 EW ratio (emulator/synthesis), by species group.
+    """Depth differences and log10 EW ratios (emulator/synthesis), by species group.
 
-    Lines with a synthesis EW below ``min_ew_mA`` enter the depth statistics only.
+    Median absolute and rms values of each; lines with a synthesis EW below
+    ``min_ew_mA`` enter the depth statistics only.
     """
     groups = {"Mg I": lambda s: s == "Mg I", "Al I": lambda s: s == "Al I",
               "Fe I, Fe II": lambda s: s in ("Fe I", "Fe II"),
@@ -187,6 +188,7 @@ def reference_line_summary(rows: list[dict], min_ew_mA: float = 5.0) -> list[dic
         ew = [(r["ew_emu_mA"], r["ew_syn_mA"]) for r in sel if r["ew_syn_mA"] >= min_ew_mA]
         lr = np.array([np.log10(max(a, 0.1) / b) for a, b in ew])
         out.append({"group": name, "n": len(sel), "rms_depth": float(np.sqrt(np.mean(dd ** 2))),
-                    "n_ew": len(ew),
-                    "rms_log_ew": float(np.sqrt(np.mean(lr ** 2))) if len(lr) else float("nan")})
+                    "med_depth": float(np.median(np.abs(dd))), "n_ew": len(ew),
+                    "rms_log_ew": float(np.sqrt(np.mean(lr ** 2))) if len(lr) else float("nan"),
+                    "med_log_ew": float(np.median(np.abs(lr))) if len(lr) else float("nan")})
     return out

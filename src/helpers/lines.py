@@ -11,7 +11,6 @@ Wavelengths are in Å (air), excitation potentials in eV.
 from __future__ import annotations
 
 import csv
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +113,3 @@ def load_reference_lines(path: Path = paths.LINES_STRONG) -> list[dict]:
         for k in numeric:
             r[k] = _float(r[k])
     return rows
-
-
-@functools.lru_cache(maxsize=4)

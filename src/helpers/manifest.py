@@ -19,7 +19,7 @@ from .fileio import write_text
 
 __all__ = ["load_manifest", "parameters_digest", "check_simulated", "record_simulated",
            "ChecksumError", "resolve_data_path", "real_entry", "verify_file", "register_real",
-           "verify_real_files", "sha256_of", "record_grid_part"]
+           "verify_real_files", "sha256_of", "record_grid_part", "record_section_info"]
 
 
 def load_manifest(path: str | Path | None = None) -> dict:
@@ -135,6 +135,17 @@ def record_grid_part(name: str, sha256: str, path: str | Path | None = None,
         raise ChecksumError(f"{section} part {name} is already declared with another checksum; "
                             "pack into a new part instead of replacing a shipped one")
     parts[name] = sha256
+    _write_manifest(path, data)
+
+
+def record_section_info(section: str, info: dict, path: str | Path | None = None) -> None:
+    """Write descriptive keys (generator, parameters, record file) of a shipped-data section."""
+    path = Path(path) if path else paths.MANIFEST
+    data = load_manifest(path)
+    entry = data.setdefault(section, {})
+    parts = entry.pop("parts", {})
+    entry.update(info)
+    entry["parts"] = parts  # checksums last, where a reader looks for them
     _write_manifest(path, data)
 
 

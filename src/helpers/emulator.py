@@ -56,6 +56,12 @@ class Emulator:
     ----------
     weights : list of (W, b)
         Dense layers, W of shape (n_in, n_out) float32.
+    basis : (n_components, n_pixels) array or None
+        When given, the last layer gives principal-component coefficients and the flux is
+        ``coefficients @ basis + offset`` (a fixed linear layer, kept apart because it is half the
+        size and half the work of the folded product).
+    offset : (n_pixels,) array or None
+        The mean spectrum that goes with ``basis``.
     slope : float
         Negative slope of the leaky ReLU after each hidden layer.
     wave_digest : str
@@ -68,10 +74,19 @@ class Emulator:
     slope: float
     wave_digest: str
     record: dict = field(default_factory=dict)
+    basis: np.ndarray | None = None
+    offset: np.ndarray | None = None
 
     @property
     def n_pixels(self) -> int:
-        return self.weights[-1][0].shape[1]
+        return (self.basis if self.basis is not None else self.weights[-1][0]).shape[1]
+
+    def _last(self):
+        """The whole last linear map (n_hidden, n_pixels) and its bias."""
+        W, b = self.weights[-1]
+        if self.basis is None:
+            return W, b
+        return W @ self.basis, b @ self.basis + self.offset
 
     def in_domain(self, x) -> np.ndarray:
         """True for label rows (n, 7) inside the box and the stellar region of the training grid."""
@@ -104,6 +119,8 @@ class Emulator:
                 h = np.where(a > 0, a, self.slope * a)
             else:
                 h = a
+        if self.basis is not None:
+            h = h @ self.basis.astype(h.dtype) + self.offset.astype(h.dtype)
         return h, acts
 
     def predict(self, x, chunk: int = 2048, check: bool = True) -> np.ndarray:
@@ -156,7 +173,8 @@ class Emulator:
             D = np.diag(inv_range)
             for (W, _), a in zip(self.weights[:-1], acts):
                 D = (D @ W) * np.where(a[0] > 0, 1.0, self.slope)[None, :]
-            out[n] = (D @ self.weights[-1][0]).T
+            W = self.weights[-1][0]
+            out[n] = ((D @ W) @ self.basis).T if self.basis is not None else (D @ W).T
         return out
 
     def save(self, folder: Path | None = None, manifest_path: Path | None = None,
@@ -173,7 +191,11 @@ class Emulator:
                 np.savez_compressed(fh, n_layers=np.array(len(self.weights)),
                                     slope=np.array(self.slope), wave_digest=np.array(self.wave_digest),
                                     labels=np.array(GRID_LABELS), lo=_LO, hi=_HI,
-                                    base_resolution=np.array(BASE_RESOLUTION), **arrays)
+                                    base_resolution=np.array(BASE_RESOLUTION),
+                                    has_basis=np.array(self.basis is not None), **arrays,
+                                    **({"basis": self.basis.astype(np.float32),
+                                        "offset": self.offset.astype(np.float32)}
+                                       if self.basis is not None else {}))
         rec = dict(self.record)
         rec["sha256"] = sha256_file(path)
         with atomic_path(folder / "emulator.json") as tmp:
@@ -229,7 +251,9 @@ def load_emulator(folder: Path | None = None, verify: bool = True,
             raise ValueError(f"{path} was trained on labels {tuple(z['labels'])} over another "
                              "domain than helpers.grid.DOMAIN; retrain it")
         weights = [(z[f"W{i}"], z[f"b{i}"]) for i in range(int(z["n_layers"]))]
-        emu = Emulator(weights, float(z["slope"]), str(z["wave_digest"]))
+        basis = z["basis"] if "has_basis" in z.files and bool(z["has_basis"]) else None
+        emu = Emulator(weights, float(z["slope"]), str(z["wave_digest"]), basis=basis,
+                       offset=z["offset"] if basis is not None else None)
     rec_path = folder / "emulator.json"
     if rec_path.exists():
         emu.record = json.loads(rec_path.read_text(encoding="utf-8"))
@@ -273,10 +297,10 @@ def train(train_x, train_y, val_x, val_y, *, hidden=(300, 300), slope: float = 0
     n_components : int
         0: the last layer predicts every pixel (The Payne). Otherwise the network
         predicts the coefficients of the first ``n_components`` principal components
-        of the training spectra, and the basis is folded into the last layer after the
-        fit, so the emulator has the same form (and an exact Jacobian) either way. With
-        an orthonormal basis the loss on the coefficients is the flux loss within the
-        basis's span, at a fraction of the cost.
+        of the training spectra, and the basis becomes a fixed last linear layer
+        (:attr:`Emulator.basis`), so the emulator is the same kind of function (with an
+        exact Jacobian) either way. With an orthonormal basis the loss on the coefficients
+        is the flux loss within the basis's span, at a fraction of the cost.
     epochs, batch_size, learning_rate, patience : the Adam fit; the learning rate is
         halved after ``patience // 4`` epochs without improvement, the fit stops after
         ``patience``.
@@ -308,9 +332,6 @@ def train(train_x, train_y, val_x, val_y, *, hidden=(300, 300), slope: float = 0
                    epochs=epochs, batch_size=batch_size, verbose=0, callbacks=cbs, shuffle=True)
     weights = [(np.asarray(layer.kernel, np.float64), np.asarray(layer.bias, np.float64))
                for layer in net.layers if isinstance(layer, keras.layers.Dense)]
-    if n_components:
-        W, b = weights[-1]
-        weights[-1] = (W @ basis, b @ basis + mean)
     weights = [(W.astype(np.float32), b.astype(np.float32)) for W, b in weights]
     rec = {"hidden": list(hidden), "slope": slope, "n_components": n_components,
            "epochs_run": len(hist.history["loss"]),
@@ -318,4 +339,7 @@ def train(train_x, train_y, val_x, val_y, *, hidden=(300, 300), slope: float = 0
            "seed": seed, "backend": keras.backend.backend(),
            "history": {k: [float(v) for v in vals] for k, vals in hist.history.items()
                        if k in ("loss", "val_loss")}}
+    if n_components:
+        return Emulator(weights, slope, wave_digest, rec, basis=basis.astype(np.float32),
+                        offset=mean.astype(np.float32))
     return Emulator(weights, slope, wave_digest, rec)

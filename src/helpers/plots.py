@@ -113,7 +113,7 @@ def emulator_errors(wave, err, setups):
     setups : list of (name, slice)
     """
     a = np.abs(err)
-    fig, axes = plt.subplots(1, len(setups), figsize=(10, 3.0), sharey=True,
+    fig, axes = plt.subplots(1, len(setups), figsize=(8, 3.2), sharey=True,
                              gridspec_kw={"width_ratios": [s.stop - s.start for _, s in setups]})
     for ax, (name, sl) in zip(np.atleast_1d(axes), setups):
         ax.plot(wave[sl], np.percentile(a[:, sl], 99, axis=0), color="#D55E00", lw=0.6,
@@ -137,8 +137,12 @@ def response_pairs(wave, panels):
     panels : list of dict
         Each with ``window`` (a, b) Å, ``title``, ``syn`` and ``emu`` (flux changes).
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.0))
-    for ax, p in zip(np.atleast_1d(axes), panels):
+    ncol = min(2, len(panels))
+    nrow = (len(panels) + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(8, 2.8 * nrow), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, p in zip(axes.flat, panels):
         a, b = p["window"]
         m = (wave >= a) & (wave <= b)
         ax.plot(wave[m], p["syn"][m], color="0.2", lw=1.6, label="synthesis")
@@ -146,8 +150,9 @@ def response_pairs(wave, panels):
         ax.axhline(0, color="0.7", lw=0.5)
         ax.set_title(p["title"], loc="left")
         ax.set_xlabel("wavelength [Å]")
-    np.atleast_1d(axes)[0].set_ylabel("change of normalised flux")
-    np.atleast_1d(axes)[0].legend()
+    for row in axes:
+        row[0].set_ylabel("Δ normalised flux")
+    axes.flat[0].legend()
     return fig
 
 

@@ -34,16 +34,8 @@ from helpers.spectra import giraffe_grid
 
 def _load(args) -> G.GridData:
     wave = giraffe_grid()
-    if args.unpacked:
-        # development only: read the generator's working files without checksums
-        files = sorted(Path(args.unpacked).glob("*.npz"))
-        stars = [G.read_star(f) for f in files]
-        return G.GridData(np.array([str(s["name"]) for s in stars]),
-                          np.stack([s["labels"] for s in stars]),
-                          np.stack([s["mixing"] for s in stars]),
-                          np.stack([s["flux_q"] for s in stars]).astype(np.float32) / G.FLUX_SCALE,
-                          np.array([float(s["seconds"]) for s in stars]),
-                          np.array([int(s["flags"]) for s in stars]))
+    if args.unpacked:  # development only: the generator's working files, without checksums
+        return G.read_star_files(sorted(Path(args.unpacked).glob("*.npz")), wave.digest)
     return G.load_grid(wave_digest=wave.digest)
 
 

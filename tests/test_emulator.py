@@ -192,3 +192,20 @@ def test_checks_give_known_answers_for_a_perfect_and_a_scaled_emulator(shipped):
                                  load_reference_lines())
     assert lines and all(r["depth_emu"] == pytest.approx(r["depth_syn"], abs=1e-6) for r in lines)
     assert all(s["rms_depth"] < 1e-6 for s in reference_line_summary(lines))
+
+
+def test_verdicts_follow_their_criteria(tmp_path):
+    from helpers.emulator_check import accuracy_verdict, curve_verdict, write_line_table
+
+    assert accuracy_verdict({"median_abs": 0.001, "p99_abs": 0.005}) == "both aims are met"
+    assert "99th-percentile aim is not" in accuracy_verdict({"median_abs": 0.001, "p99_abs": 0.02})
+    assert accuracy_verdict({"median_abs": 0.01, "p99_abs": 0.02}) == "neither aim is met"
+    c = [{"n_train": 100, "p99_abs": 0.04}, {"n_train": 200, "p99_abs": 0.02}]
+    assert "falls by 50%" in curve_verdict(c) and "would still help" in curve_verdict(c)
+    c[1]["p99_abs"] = 0.039
+    assert "levelled off" in curve_verdict(c)
+    assert "no learning curve" in curve_verdict(c[:1])
+    rows = [{"star": "d00010", "wave": 8806.75, "depth_syn": 0.5}]
+    write_line_table(tmp_path / "t.csv", rows)
+    assert (tmp_path / "t.csv").read_text().splitlines() == ["star,wave,depth_syn",
+                                                            "d00010,8806.75,0.5"]

@@ -28,7 +28,8 @@ import numpy as np
 
 from . import paths
 from .fileio import atomic_path, sha256_file
-from .grid import DOMAIN, GRID_LABELS, BASE_RESOLUTION, in_star_region
+from .grid import DOMAIN, GRID_LABELS, BASE_RESOLUTION
+from .grid import in_domain as grid_in_domain
 
 __all__ = ["Emulator", "DomainError", "load_emulator", "build_network", "train", "pca_basis",
            "scale_labels", "EMULATOR_FILE"]
@@ -90,9 +91,7 @@ class Emulator:
 
     def in_domain(self, x) -> np.ndarray:
         """True for label rows (n, 7) inside the box and the stellar region of the training grid."""
-        x = np.atleast_2d(np.asarray(x, float))
-        box = np.all((x >= _LO) & (x <= _HI), axis=1)
-        return box & in_star_region(x[:, 0], x[:, 1], x[:, 2])
+        return grid_in_domain(x)
 
     def check_domain(self, x, what: str = "labels") -> None:
         """Raise :class:`DomainError` naming the first rows outside the domain."""

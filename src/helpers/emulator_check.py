@@ -11,7 +11,8 @@ import numpy as np
 from .grid import GRID_LABELS, RESPONSE_STEPS, GridData
 
 __all__ = ["REGIONS", "region_of", "accuracy_summary", "response_check", "LINE_WINDOWS",
-           "reference_line_table", "reference_line_summary"]
+           "reference_line_table", "reference_line_summary", "write_line_table",
+           "accuracy_verdict", "curve_verdict"]
 
 #: Regions of the label space, in the order tables show them: name -> test on (teff, logg, feh).
 REGIONS = {
@@ -192,3 +193,40 @@ def reference_line_summary(rows: list[dict], min_ew_mA: float = 5.0) -> list[dic
                     "rms_log_ew": float(np.sqrt(np.mean(lr ** 2))) if len(lr) else float("nan"),
                     "med_log_ew": float(np.median(np.abs(lr))) if len(lr) else float("nan")})
     return out
+
+
+def write_line_table(path, rows: list[dict]) -> None:
+    """Write :func:`reference_line_table` rows as CSV, atomically."""
+    import csv
+    import io
+
+    from .fileio import write_text
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["star"])
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def accuracy_verdict(summary: dict, median_aim: float = 0.002, p99_aim: float = 0.01) -> str:
+    """Which of the two accuracy aims (median and 99th percentile of |error|) ``summary`` meets."""
+    ok_med, ok_p99 = summary["median_abs"] <= median_aim, summary["p99_abs"] <= p99_aim
+    if ok_med and ok_p99:
+        return "both aims are met"
+    if ok_med:
+        return "the median aim is met, the 99th-percentile aim is not"
+    if ok_p99:
+        return "the 99th-percentile aim is met, the median aim is not"
+    return "neither aim is met"
+
+
+def curve_verdict(curve: list[dict], still_helps: float = 0.1) -> str:
+    """Whether the last step of a learning curve still lowered the 99th percentile by ``still_helps``."""
+    if len(curve) < 2:
+        return "no learning curve was recorded for this emulator"
+    a, b = curve[-2], curve[-1]
+    gain = 1 - b["p99_abs"] / a["p99_abs"]
+    return (f"from {a['n_train']} to {b['n_train']} training syntheses the 99th percentile falls by "
+            f"{gain:.0%}, so " + ("a larger grid would still help" if gain > still_helps
+                                  else "the accuracy has levelled off"))

@@ -37,7 +37,7 @@ from . import paths
 from .fileio import atomic_path, sha256_file
 
 __all__ = ["GRID_LABELS", "GRID_UNITS", "BASE_RESOLUTION", "FLUX_SCALE", "DOMAIN", "Job",
-           "mixing_recipe", "in_star_region", "design", "response_jobs", "plan",
+           "mixing_recipe", "in_star_region", "in_domain", "design", "response_jobs", "plan",
            "split_of", "write_star", "read_star", "pack", "GridData", "load_grid",
            "GridError"]
 
@@ -114,6 +114,14 @@ def in_star_region(teff, logg, feh):
     t_rgb = 4000.0 + 330.0 * (logg - 1.0) - 170.0 * feh
     giant = (logg < 3.7) & (teff > t_rgb - 450.0) & (teff < t_rgb + 750.0) & (teff < 5700.0)
     return dwarf | giant
+
+
+def in_domain(x) -> np.ndarray:
+    """True for rows of grid labels (n, 7) inside :data:`DOMAIN` and :func:`in_star_region`."""
+    x = np.atleast_2d(np.asarray(x, float))
+    lo = np.array([DOMAIN[k][0] for k in GRID_LABELS])
+    hi = np.array([DOMAIN[k][1] for k in GRID_LABELS])
+    return np.all((x >= lo) & (x <= hi), axis=1) & in_star_region(x[:, 0], x[:, 1], x[:, 2])
 
 
 def design(n: int, seed: int = 2026) -> np.ndarray:
@@ -225,25 +233,37 @@ def read_star(path: Path) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def pack(star_files, out: Path, wave_digest: str) -> Path:
-    """Pack star files into one compressed chunk (atomically); refuse mixed wavelength grids."""
+def _stack_stars(star_files, wave_digest: str) -> dict:
+    """Arrays of a set of star files (as stored in a chunk); refuse mixed wavelength grids."""
     stars = [read_star(p) for p in star_files]
     if not stars:
         raise GridError("no star files to pack")
     bad = [str(s["name"]) for s in stars if str(s["wave_digest"]) != wave_digest]
     if bad:
         raise GridError(f"stars {bad[:5]} were made on another wavelength grid; re-synthesise them")
+    return {"names": np.array([str(s["name"]) for s in stars]),
+            "labels": np.stack([s["labels"] for s in stars]),
+            "mixing": np.stack([s["mixing"] for s in stars]),
+            "flux_q": np.stack([s["flux_q"] for s in stars]),
+            "seconds": np.array([float(s["seconds"]) for s in stars]),
+            "flags": np.array([int(s["flags"]) for s in stars])}
+
+
+def pack(star_files, out: Path, wave_digest: str) -> Path:
+    """Pack star files into one compressed chunk (atomically); refuse mixed wavelength grids."""
+    arrays = _stack_stars(star_files, wave_digest)
     with atomic_path(out, overwrite=False) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(
-                fh, names=np.array([str(s["name"]) for s in stars]),
-                labels=np.stack([s["labels"] for s in stars]),
-                mixing=np.stack([s["mixing"] for s in stars]),
-                flux_q=np.stack([s["flux_q"] for s in stars]),
-                seconds=np.array([float(s["seconds"]) for s in stars]),
-                flags=np.array([int(s["flags"]) for s in stars]),
-                label_names=np.array(GRID_LABELS), wave_digest=np.array(wave_digest))
+            np.savez_compressed(fh, label_names=np.array(GRID_LABELS),
+                                wave_digest=np.array(wave_digest), **arrays)
     return out
+
+
+def read_star_files(star_files, wave_digest: str) -> "GridData":
+    """Unpacked star files as :class:`GridData` (no checksums: the generator's working files)."""
+    a = _stack_stars(star_files, wave_digest)
+    return GridData(a["names"], a["labels"], a["mixing"],
+                    a["flux_q"].astype(np.float32) / np.float32(FLUX_SCALE), a["seconds"], a["flags"])
 
 
 @dataclass

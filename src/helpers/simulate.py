@@ -72,7 +72,7 @@ def _rotation_ft(u, eps=LIMB_DARKENING):
     u = np.asarray(u, float)
     small = u < 1e-3
     us = np.where(small, 1.0, u)
-    t1 = np.where(small, 1.0 - us * 0 - u ** 2 / 8, 2.0 * j1(us) / us)
+    t1 = np.where(small, 1.0 - u ** 2 / 8, 2.0 * j1(us) / us)
     t2 = np.where(small, 1.0 - u ** 2 / 10, 3.0 * (np.sin(us) - us * np.cos(us)) / us ** 3)
     w1 = (1.0 - eps) / (1.0 - eps / 3.0)
     w2 = (2.0 * eps / 3.0) / (1.0 - eps / 3.0)
@@ -216,8 +216,8 @@ class ForwardModel:
         labels, nuis = self._nuisances(labels, nuis)
         return self.emulator.in_domain(grid_labels(labels, nuis[:, 0], alpha_fe))
 
-    def render(self, labels, nuis=None, *, alpha_fe=None, vmac=None, chunk: int = 1024,
-               **_ignored) -> np.ndarray:
+    def render(self, labels, nuis=None, *, alpha_fe=None, vmac=None,
+               chunk: int = 1024) -> np.ndarray:
         """Noise-free, continuum-normalised spectra at the setups' resolution.
 
         Parameters

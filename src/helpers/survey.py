@@ -28,7 +28,8 @@ from . import LABELS, __version__, paths
 from .dataset import DatasetWriter
 from .galaxy import (FRAME, GalaxyModel, galactocentric, kiel_track, low_alpha_mg,
                      metallicity_shift, sample_field_stars)
-from .grid import DOMAIN, GRID_LABELS, in_star_region
+from .grid import DOMAIN
+from .grid import in_domain as grid_in_domain
 from .simulate import ALPHA_COUPLING, ForwardModel, add_noise, default_vmic, grid_labels
 
 __all__ = ["DEFECTS", "FLAG_BITS", "SurveyConfig", "make_catalogue", "generate_survey",
@@ -362,10 +363,7 @@ def inside_domain(cat: dict) -> np.ndarray:
     stars) rather than extrapolate the emulator.
     """
     labels = np.column_stack([cat[f"truth_{k}"] for k in LABELS])
-    x = grid_labels(labels, cat["truth_vmic"], cat["truth_alpha_fe"])
-    lo = np.array([DOMAIN[k][0] for k in GRID_LABELS])
-    hi = np.array([DOMAIN[k][1] for k in GRID_LABELS])
-    return np.all((x >= lo) & (x <= hi), axis=1) & in_star_region(x[:, 0], x[:, 1], x[:, 2])
+    return grid_in_domain(grid_labels(labels, cat["truth_vmic"], cat["truth_alpha_fe"]))
 
 
 # --------------------------------------------------------------------------- spectra

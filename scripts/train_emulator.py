@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from helpers import grid as G
-from helpers import paths
 from helpers.emulator import train
 from helpers.emulator_check import accuracy_summary, response_check
 from helpers.spectra import giraffe_grid

@@ -1,7 +1,6 @@
 """The emulator: exact forward pass and Jacobian, safe loading, and the shipped weights."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest

@@ -94,7 +94,6 @@ def test_pack_and_load_round_trip_with_checksums(tmp_path):
 
 
 def test_undeclared_or_foreign_chunks_are_refused(tmp_path):
-    from helpers import manifest as M
 
     wave = giraffe_grid()
     part = G.pack(_chunk(tmp_path, wave.digest), tmp_path / "part-000.npz", wave.digest)
@@ -156,7 +155,6 @@ def test_one_synthesis_matches_the_shipped_grid(tmp_path):
     subprocess; ``.ci/run`` prepares both, a developer with ``make synth-env``.
     """
     import subprocess
-    import sys
 
     py = paths.REPO / ".venv-synth" / "bin" / "python"
     sdists = sorted((paths.REPO / "sdist").glob("*.tar.gz"))

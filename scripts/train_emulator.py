@@ -10,7 +10,8 @@ the ``train`` stars, early stopping and every choice the ``validation`` stars (t
 defaults here, 2 × 512 neurons and 250 principal components, were chosen on the
 validation stars of a 400-star grid against 2 × 300, 120 components and larger batches);
 the ``test`` stars and the single-label ``response`` set are held out from both
-and only scored at the end (their numbers go into ``data/emulator/emulator.json``,
+and only scored at the end (validation and test stars count only inside the
+emulator's domain, :func:`helpers.grid.in_domain`; training uses every training star) (their numbers go into ``data/emulator/emulator.json``,
 which chapter 01 shows). The weights go to ``data/emulator/emulator.npz`` and their
 SHA-256 into ``data_manifest.yaml``.
 """
@@ -58,10 +59,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     data = _load(args)
-    tr, va, te = data.split("train"), data.split("validation"), data.split("test")
+    # every training star is used; validation and test stars only inside the emulator's domain
+    # (the first design spans all vmic, the domain keeps to a band about the vmic relation)
+    tr, va_all, te_all = data.split("train"), data.split("validation"), data.split("test")
+    va, te = va_all.inside(), te_all.inside()
     resp = data.split("response")
     print(f"grid: {len(data.names)} stars (train {len(tr.names)}, validation {len(va.names)}, "
-          f"test {len(te.names)}, response {len(resp.names)})", flush=True)
+          f"test {len(te.names)} inside the domain, {len(va_all.names) - len(va.names)} + "
+          f"{len(te_all.names) - len(te.names)} outside; response {len(resp.names)})", flush=True)
     if len(tr.names) < 10 or len(va.names) < 2:
         raise SystemExit("too few grid stars to train on; synthesise more first")
     hidden = tuple(int(h) for h in args.hidden.split(","))
@@ -78,6 +83,10 @@ def main(argv=None) -> int:
         "python": platform.python_version(),
         "n_train": int(len(tr.names)), "n_validation": int(len(va.names)),
         "n_test": int(len(te.names)), "grid_stars": int(len(data.names)),
+        "n_outside_domain": {"validation": int(len(va_all.names) - len(va.names)),
+                             "test": int(len(te_all.names) - len(te.names))},
+        "test_names": [str(n) for n in te.names],
+        "validation_names": [str(n) for n in va.names],
         "validation": accuracy_summary(emu, va),
     })
     if len(te.names):

@@ -175,3 +175,35 @@ def test_one_synthesis_matches_the_shipped_grid(tmp_path):
                    cwd=paths.REPO, env=env, check=True, timeout=600, capture_output=True)
     flux = np.load(out.with_suffix(".npy"))
     assert np.abs(flux - data.flux[k]).max() < 1e-3
+
+
+def test_focus_design_keeps_to_the_domain_and_the_vmic_band_and_is_prefix_stable():
+    f = G.focus_design(300)
+    assert f.shape == (300, len(G.GRID_LABELS))
+    assert G.in_domain(f).all()
+    assert np.all(np.abs(f[:, 6] - G.default_vmic(f[:, 0], f[:, 1])) <= G.VMIC_BAND)
+    np.testing.assert_array_equal(G.focus_design(120), f[:120])
+    # cool stars are denser than in the first design
+    d = G.design(300)
+    assert (f[:, 0] < 5000).mean() > (d[:, 0] < 5000).mean() + 0.05
+
+
+def test_the_domain_excludes_vmic_far_from_its_relation():
+    x = np.array([[4200.0, 4.8, 0.0, 0.0, 0.0, 0.0, 0.7],
+                  [4200.0, 4.8, 0.0, 0.0, 0.0, 0.0, 2.6]])
+    assert G.in_domain(x).tolist() == [True, False]
+
+
+def test_plan_puts_focus_stars_after_the_design_and_names_them_apart():
+    jobs = G.plan(12, response_after=5, n_focus=3)
+    names = [j.name for j in jobs]
+    assert names[-3:] == ["f00000", "f00001", "f00002"]
+    assert G.split_of("f00010") == "test" and G.split_of("f00011") == "validation"
+
+
+def test_grid_data_named_selects_in_order_and_names_what_is_missing(tmp_path):
+    data = G.GridData(np.array(["d00001", "d00002"]), np.zeros((2, 7)), np.zeros((2, 3)),
+                      np.ones((2, 4)), np.zeros(2), np.zeros(2, int))
+    assert list(data.named(["d00002", "d00001"]).names) == ["d00002", "d00001"]
+    with pytest.raises(KeyError, match="d00009"):
+        data.named(["d00009"])

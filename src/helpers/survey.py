@@ -28,7 +28,7 @@ from . import LABELS, __version__, paths
 from .dataset import DatasetWriter
 from .galaxy import (FRAME, GalaxyModel, galactocentric, kiel_track, low_alpha_mg,
                      metallicity_shift, sample_field_stars)
-from .grid import DOMAIN
+from .grid import DOMAIN, VMIC_BAND
 from .grid import in_domain as grid_in_domain
 from .simulate import ALPHA_COUPLING, ForwardModel, add_noise, default_vmic, grid_labels
 
@@ -298,8 +298,9 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
     snr = np.where(first_b, 250.0, snr)
     snr = np.clip(snr, cfg.snr_min, cfg.snr_max)
 
-    # nuisances (vmic kept inside the synthesis grid's range)
-    vmic = np.clip(default_vmic(cat["teff"], cat["logg"]) + rng.normal(0, 0.1, n),
+    # nuisances (vmic kept inside the emulator's vmic band and the grid's range)
+    vmic0 = default_vmic(cat["teff"], cat["logg"])
+    vmic = np.clip(vmic0 + np.clip(rng.normal(0, 0.1, n), -VMIC_BAND + 0.05, VMIC_BAND - 0.05),
                    DOMAIN["vmic"][0] + 0.05, DOMAIN["vmic"][1] - 0.05)
     dwarf_hot = (cat["logg"] > 3.5) & (cat["teff"] > 6200)
     vsini = np.abs(rng.normal(0, 2.5, n)) + np.where(dwarf_hot, rng.uniform(0, 12, n), 0.0)

@@ -22,7 +22,7 @@ def _random_emulator(n_out=40, hidden=(16, 12), seed=0):
 
 
 def _inside(n, seed=1):
-    return G.design(n, seed=seed)
+    return G.focus_design(n, seed=seed)  # inside the domain, vmic band included
 
 
 def test_forward_pass_and_jacobian_equal_keras_autodiff():

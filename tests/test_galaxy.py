@@ -34,3 +34,35 @@ def test_two_alpha_sequences():
     assert at("thick") - at("thin") > 0.1  # high-alpha above low-alpha at [Fe/H] = -0.7
     assert set(np.unique(s["state"])) <= {"MS", "TO", "SGB", "RGB", "RC"}
     assert np.all((s["teff"] >= 3900) & (s["teff"] <= 7000))
+
+
+def test_each_element_has_its_own_chemistry():
+    from helpers.galaxy import GalaxyModel, sample_field_stars
+
+    rng = np.random.default_rng(11)
+    s = sample_field_stars(20000, rng, GalaxyModel())
+    thin = s["population"] == "thin"
+    # within the thin disc, [Al/Fe] and [α/Fe] are not copies of [Mg/Fe]
+    for col, rho_max in (("al_fe", 0.5), ("alpha_fe", 0.8)):
+        r = np.corrcoef(s["mg_fe"][thin], s[col][thin])[0, 1]
+        assert r < rho_max, (col, r)
+    # accreted halo stars are Al-poor against in-situ halo and thick-disc stars
+    acc, halo, thick = (s["population"] == p for p in ("accreted", "halo", "thick"))
+    assert acc.sum() > 10 and halo.sum() > 10
+    assert np.median(s["al_fe"][acc]) < np.median(s["al_fe"][halo]) - 0.2
+    assert np.median(s["al_fe"][thick]) > np.median(s["al_fe"][thin]) + 0.1
+
+
+@pytest.mark.parametrize("kw, name", [
+    ({"scatter_al": -0.1}, "scatter_al"),
+    ({"state_fractions": {"MS": 0.0, "RGB": 0.0}}, "state_fractions"),
+    ({"state_fractions": {"XX": 1.0}}, "state_fractions"),
+    ({"accreted_fraction": 1.5}, "accreted_fraction"),
+    ({"rho_mg_al": 0.9, "rho_mg_alpha": 0.9}, "rho_mg_al"),
+    ({"v_bright": 18.0}, "v_bright"),
+])
+def test_impossible_galaxy_parameters_are_refused(kw, name):
+    from helpers.galaxy import GalaxyModel
+
+    with pytest.raises(ValueError, match=name):
+        GalaxyModel(**kw)

@@ -15,7 +15,8 @@ def test_wheel_contains_package_and_data(tmp_path):
     wheel = next(tmp_path.glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for f in ("helpers/__init__.py", "helpers/pipeline.py", "helpers/emulator.py",
-              "helpers/data/lines_strong.csv", "helpers/data/benchmarks.csv"):
+              "helpers/data/lines_strong.csv", "helpers/data/benchmarks.csv",
+              "helpers/data/sky_paranal.npz"):
         assert f in names, f
 
 

@@ -14,7 +14,7 @@ clusters, extrapolation flags), :mod:`helpers.pipeline` (the notebook runner)
 and :mod:`helpers.book` (the book build), among others.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: Label names in their fixed order; units K, dex, dex, dex, dex.
 LABELS = ("teff", "logg", "feh", "mg_fe", "al_fe")

@@ -8,7 +8,8 @@ The recipe, every step a parameter of :class:`CleaningConfig`:
 2. **t-SNE.** openTSNE's FFT-accelerated t-SNE of the first ``n_pca``
    components gives a 2-D map in which spectra of one kind gather.
 3. **Groups.** DBSCAN finds the dense groups of the map (scale-free radius).
-4. **Scores per spectrum** (all in units of the spectrum's own noise):
+4. **Scores per spectrum** (all in units of the spectrum's own noise, with a
+   model floor ``model_floor`` added in quadrature):
    ``recon_chi2``, the mean squared residual from its own PCA reconstruction,
    counting masked pixels against the reconstruction (gaps, broken pixels);
    ``spike_z``, the 4th-largest absolute residual (isolated spikes); and
@@ -69,6 +70,11 @@ class CleaningConfig:
         Per-spectrum limits.
     continuum_bin : int
         Pixels per bin of the continuum score.
+    model_floor : float
+        Flux error added in quadrature to each pixel's noise in every score: what a
+        PCA reconstruction or a label-neighbour spectrum cannot match even in a
+        perfect spectrum, so that bright stars (S/N ≳ 100) are not scored on the
+        model's shortcomings.
     seed : int
     n_jobs : int
         Threads for t-SNE.
@@ -81,7 +87,7 @@ class CleaningConfig:
     n_iter: int = 250
     n_interpolation_points: int = 3
     min_group_size: int = 10
-    eps_factor: float = 1.7
+    eps_factor: float = 1.5
     n_label_neighbours: int = 20
     tail_fraction: float = 0.01
     group_threshold: float = 30.0
@@ -89,6 +95,7 @@ class CleaningConfig:
     spike_z_max: float = 9.0
     continuum_bin: int = 200
     continuum_z_max: float = 45.0
+    model_floor: float = 0.005
     seed: int = 42
     n_jobs: int = 2
 
@@ -184,7 +191,8 @@ def outlier_scores(flux, ivar, Z, pca, fill, labels, cfg: CleaningConfig, block:
         sig = np.where(iv > 0, 1.0 / np.sqrt(np.maximum(iv, 1e-30)), np.nan)
         med = np.nanmedian(sig, axis=1)
         med = np.where(np.isfinite(med), med, 1.0)
-        sig = np.where(iv > 0, sig, med[:, None])
+        sig = np.sqrt(np.where(iv > 0, sig, med[:, None]) ** 2 + cfg.model_floor ** 2)
+        med = np.sqrt(med ** 2 + cfg.model_floor ** 2)
         r = np.abs(x - (Z[sl] @ comps + mean)) / sig
         out["recon_chi2"][sl] = np.mean(r ** 2, axis=1)
         out["spike_z"][sl] = -np.partition(-r, 3, axis=1)[:, 3]

@@ -104,7 +104,8 @@ class Emulator:
             raise DomainError(
                 f"{bad.size} of {len(x)} {what} lie outside the emulator's domain (first: row "
                 f"{bad[0]}, {row}); the grid covers {DOMAIN} where stars live "
-                "(helpers.grid.in_star_region). Drop or flag those stars, or extend the grid "
+                "(helpers.grid.in_star_region), vmic within helpers.grid.VMIC_BAND of its relation. "
+                "Drop or flag those stars, or extend the grid "
                 "with scripts/synthesize_grid.py and retrain.")
 
     def _forward(self, z, keep=False):

@@ -10,7 +10,7 @@ import numpy as np
 
 from .grid import GRID_LABELS, RESPONSE_STEPS, GridData
 
-__all__ = ["REGIONS", "region_of", "accuracy_summary", "response_check", "LINE_WINDOWS",
+__all__ = ["REGIONS", "region_of", "accuracy_summary", "response_check", "LINE_WINDOWS", "held_out_test",
            "reference_line_table", "reference_line_summary", "write_line_table",
            "accuracy_verdict", "curve_verdict"]
 
@@ -68,6 +68,13 @@ def accuracy_summary(emu, data: GridData, by_region: bool = False) -> dict:
             if m.any():
                 out[name] = _stats(err[m])
     return out
+
+
+def held_out_test(emu, data: GridData) -> GridData:
+    """The grid's test stars the emulator was scored on: the names in its record, or (records
+    written before they were kept) the test split inside the domain."""
+    names = emu.record.get("test_names")
+    return data.named(names) if names else data.split("test").inside()
 
 
 def _windows_mask(wave, windows):

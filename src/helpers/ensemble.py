@@ -19,7 +19,7 @@ from . import LABELS, paths
 from .fileio import atomic_path
 from .precision import calibration_fractions, robust_scatter
 
-__all__ = ["split_train_test", "fit_rows", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
+__all__ = ["split_rows", "inheritance_rows", "inheritance_verdict", "INHERIT_MIN", "fit_rows", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
            "write_predictions", "read_predictions", "precision_rows", "calibration_rows",
            "crb_for_rows", "predict_file"]
 
@@ -72,22 +72,37 @@ def predict_file(models, scaler, path, *, grid=None, batch_size: int = 256, bloc
             "engine": M.engine_name(engine)}
 
 
-def split_train_test(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One fixed random split of ``n`` rows: sorted train and test indices.
+def split_rows(n: int, test_fraction: float, val_fraction: float, seed: int):
+    """One fixed random split of ``n`` rows into training, validation and test parts.
+
+    The test part (``test_fraction`` of the rows) is never seen before the
+    precision table; the validation part (``val_fraction`` of the rows) is what
+    early stopping and member selection watch; the rest is the training part.
+    The test rows depend only on ``n``, ``test_fraction`` and ``seed``.
+
+    Returns
+    -------
+    train, val, test : sorted index arrays
 
     Raises
     ------
     ValueError
-        If ``test_fraction`` is not in (0, 1) or either part would be empty.
+        If a fraction is outside (0, 1), they sum to 1 or more, or a part would be empty.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie between 0 and 1, got {test_fraction}")
+    for name, f in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not 0.0 < f < 1.0:
+            raise ValueError(f"{name} must lie between 0 and 1, got {f}")
+    if test_fraction + val_fraction >= 1.0:
+        raise ValueError(f"test_fraction + val_fraction = {test_fraction + val_fraction} leaves no "
+                         "training part; lower one of them")
     n_test = int(round(n * test_fraction))
-    if n_test < 1 or n_test >= n:
-        raise ValueError(f"a test fraction of {test_fraction} of {n} spectra leaves one part empty; "
-                         "use more spectra or another fraction")
+    n_val = int(round(n * val_fraction))
+    if n_test < 1 or n_val < 1 or n_test + n_val >= n:
+        raise ValueError(f"fractions {test_fraction} (test) and {val_fraction} (validation) of {n} "
+                         "spectra leave one part empty; use more spectra or other fractions")
     perm = np.random.default_rng(np.random.SeedSequence([seed, 3])).permutation(n)
-    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+    return (np.sort(perm[n_test + n_val:]), np.sort(perm[n_test:n_test + n_val]),
+            np.sort(perm[:n_test]))
 
 
 def fit_rows(train_rows, n_max: int, seed: int) -> np.ndarray:
@@ -136,7 +151,8 @@ def predictions_table(stars: dict, mean, std, extra: dict | None = None, prefix:
     keep = ["star_id", "cname", "group", "population", "cluster", "snr", "ra", "dec", "R_kpc", "z_kpc",
             "defect", "survey_flag"]
     keep += [f"survey_{k}" for k in LABELS] + [f"survey_e_{k}" for k in LABELS]
-    keep += [f"truth_{k}" for k in LABELS]
+    keep += [f"truth_{k}" for k in LABELS] + [f"survey_offset_{k}" for k in LABELS]
+    keep += ["truth_alpha_fe", "survey_outlier"]
     t = Table({k: np.asarray(stars[k]) for k in keep if k in stars})
     for j, k in enumerate(LABELS):
         t[f"{prefix}_{k}"] = np.asarray(mean)[:, j]
@@ -144,6 +160,58 @@ def predictions_table(stars: dict, mean, std, extra: dict | None = None, prefix:
     for k, v in (extra or {}).items():
         t[k] = np.asarray(v)
     return t
+
+
+#: Smallest planted offset (label units) for which :func:`inheritance_rows` computes a share.
+INHERIT_MIN = {"teff": 20.0, "logg": 0.03, "feh": 0.02, "mg_fe": 0.02, "al_fe": 0.02}
+
+
+def inheritance_rows(table, rows, prefix: str = "cnn") -> list[dict]:
+    """Does a method trained on survey labels inherit their planted systematics?
+
+    For each kind of star (:func:`helpers.survey_labels.kind_of`) and label whose
+    median planted offset among ``rows`` is at least :data:`INHERIT_MIN`: that
+    offset, the median of survey − truth and of method − truth, and their
+    ratio ``share`` (1: the method reproduces the survey's offset; 0: it
+    recovers the truth). Simulated tables only (they need ``survey_offset_*``).
+    """
+    from .survey_labels import KINDS, kind_of
+
+    rows = np.asarray(rows)
+    g = lambda c: np.asarray(table[c], float)[rows]
+    kind = kind_of(g("truth_teff"), g("truth_logg"), g("truth_feh"))
+    out = []
+    for name in KINDS:
+        m = kind == name
+        if m.sum() < 10:
+            continue
+        for k in LABELS:
+            planted = float(np.median(g(f"survey_offset_{k}")[m]))
+            if abs(planted) < INHERIT_MIN[k]:
+                continue
+            d_method = g(f"{prefix}_{k}")[m] - g(f"truth_{k}")[m]
+            d_survey = g(f"survey_{k}")[m] - g(f"truth_{k}")[m]
+            med = float(np.nanmedian(d_method))
+            out.append({"kind": name, "label": k, "n": int(m.sum()), "planted": planted,
+                        "survey": float(np.nanmedian(d_survey)), "method": med,
+                        "share": med / planted})
+    return out
+
+
+def inheritance_verdict(rows: list[dict], copied: float = 0.5) -> str:
+    """A sentence from :func:`inheritance_rows`: how many planted offsets the method repeats
+    (share ≥ ``copied``) and the range of the shares."""
+    if not rows:
+        return "no kind of star in the test part carries a planted offset large enough to measure."
+    shares = np.array([r["share"] for r in rows])
+    n_copy = int(np.sum(shares >= copied))
+    span = (f"(shares {shares.min():.2f} to {shares.max():.2f}, median {np.median(shares):.2f})")
+    if n_copy == 0:
+        return (f"the network repeats none of the {len(rows)} planted offsets to {copied:.0%} or more "
+                f"{span}: for these stars it is closer to the truth than the labels it learned.")
+    return (f"the network repeats {n_copy} of the {len(rows)} planted offsets to at least {copied:.0%} "
+            f"{span}: where the share is high it has learned the survey's systematics as if they "
+            "were physics, and its labels carry them.")
 
 
 def write_predictions(path, table, meta: dict | None = None, overwrite: bool = True) -> Path:
@@ -251,24 +319,33 @@ def crb_for_rows(fm, stars: dict, ivar, rows) -> np.ndarray:
     """Cramér–Rao bound (label units) for the spectra ``rows`` of a simulated data set.
 
     ``stars`` is the whole catalogue; ``ivar`` holds the inverse variances of those rows
-    only, shape ``(len(rows), n_pixels)``.
+    only, shape ``(len(rows), n_pixels)`` (its zeros mark masked pixels).
 
-    The Jacobian is the simulator's, at each star's true labels and nuisances (vmic,
-    vsini, residual RV, taken as known); the noise is each spectrum's own inverse
-    variance, masked pixels excluded. Returns an array ``(len(rows), n_labels)``.
+    The Jacobian is the simulator's, at each star's true labels, [α/Fe] and nuisances
+    (vmic, vsini, residual RV, taken as known). The noise is the survey's own model
+    (:meth:`helpers.noise.NoiseModel.fisher`: photon, sky and read noise on the native
+    pixels, which the delivered 0.05 Å pixels resample), from each star's ``counts_e``
+    and ``sky_e``. Returns an array ``(len(rows), n_labels)``.
     """
-    from .precision import cramer_rao
+    from .noise import NoiseModel
 
     rows = np.asarray(rows)
+    for col in ("counts_e", "sky_e", "truth_alpha_fe"):
+        if col not in stars:
+            raise KeyError(f"the catalogue has no column {col!r}: the bound needs a survey made "
+                           "by helpers.survey 0.3 or later (re-run chapter 01)")
     labels = np.column_stack([stars[f"truth_{k}"][rows] for k in LABELS]).astype(float)
     nuis = np.column_stack([stars["truth_vmic"][rows], stars["truth_vsini"][rows],
                             stars["truth_rv"][rows]]).astype(float)
+    alpha = np.asarray(stars["truth_alpha_fe"], float)[rows]
+    counts = np.asarray(stars["counts_e"], float)[rows]
+    sky = np.asarray(stars["sky_e"], float)[rows]
+    nm = NoiseModel(fm.grid)
     out = np.empty((len(rows), len(LABELS)))
     for i in range(0, len(rows), 50):  # 50 stars: ~150 MB of Jacobian at a time
         sl = slice(i, i + 50)
-        J = fm.jacobian(labels[sl], nuis[sl])
-        iv = np.asarray(ivar[sl], float)
-        good = iv > 0
-        sigma = np.where(good, 1.0 / np.sqrt(np.where(good, iv, 1.0)), 1.0)
-        out[sl] = cramer_rao(J, sigma, mask=good)
+        J = fm.jacobian(labels[sl], nuis[sl], alpha_fe=alpha[sl])
+        flux = fm.render(labels[sl], nuis[sl], alpha_fe=alpha[sl])
+        F = nm.fisher(J, flux, counts[sl], sky[sl], mask=np.asarray(ivar[sl]) > 0)
+        out[sl] = np.sqrt(np.clip(np.diagonal(np.linalg.inv(F), axis1=1, axis2=2), 0, None))
     return out

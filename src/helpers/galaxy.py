@@ -19,7 +19,8 @@ import numpy as np
 from astropy.coordinates import Galactic, Galactocentric, SkyCoord
 
 __all__ = ["GalaxyModel", "FRAME", "galactocentric", "sample_field_stars", "kiel_track", "metallicity_shift",
-           "low_alpha_mg", "high_alpha_mg"]
+           "low_alpha_mg", "high_alpha_mg", "accreted_mg", "low_alpha_alpha", "high_alpha_alpha",
+           "thin_al", "thick_al", "halo_al", "abs_mag_v"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,55 @@ def high_alpha_mg(feh):
     return np.where(feh < -0.6, 0.30, 0.30 - 0.30 * (feh + 0.6) / 0.75)
 
 
+def accreted_mg(feh):
+    """[Mg/Fe] of accreted halo stars (Gaia-Enceladus-like): lower than the in-situ plateau
+    and falling with [Fe/H] above a knee near −1.6 (Hayes et al. 2018; Helmi et al. 2018)."""
+    feh = np.asarray(feh, float)
+    return np.clip(0.25 - 0.40 * (feh + 1.6), -0.05, 0.25)
+
+
+def low_alpha_alpha(feh):
+    """[α/Fe] (O, Si, S, Ca, Ti together) of the low-α sequence: Mg's shape, flatter (Ca, Ti)."""
+    feh = np.asarray(feh, float)
+    return np.clip(-0.16 * feh, -0.06, 0.20)
+
+
+def high_alpha_alpha(feh):
+    """[α/Fe] of the high-α sequence: a +0.25 plateau declining above [Fe/H] = −0.6."""
+    feh = np.asarray(feh, float)
+    return np.where(feh < -0.6, 0.25, 0.25 - 0.25 * (feh + 0.6) / 0.8)
+
+
+def thin_al(feh):
+    """[Al/Fe] of the thin disc: ≈ +0.03 at solar, rising slightly on both sides
+    (+0.07 at [Fe/H] = −0.7 and at +0.4; APOGEE DR17, GALAH DR3 trends in LTE)."""
+    feh = np.asarray(feh, float)
+    return 0.03 + 0.10 * np.clip(feh, 0, None) + 0.06 * np.clip(-feh, 0, 1.0)
+
+
+def thick_al(feh):
+    """[Al/Fe] of the thick disc: a +0.25 plateau below [Fe/H] = −0.6, falling to +0.12 at solar."""
+    feh = np.asarray(feh, float)
+    return np.where(feh < -0.6, 0.25, 0.25 - 0.13 * (feh + 0.6) / 0.6)
+
+
+def halo_al(feh, accreted):
+    """[Al/Fe] of halo stars: in-situ stars ≈ +0.15 at [Fe/H] = −1 falling with metallicity
+    (LTE); accreted stars low, ≈ −0.25 (Hawkins et al. 2015; Das et al. 2020)."""
+    feh = np.asarray(feh, float)
+    insitu = np.clip(0.15 + 0.25 * (feh + 1.0), -0.30, 0.20)
+    acc = np.clip(-0.25 + 0.10 * (feh + 1.3), -0.40, -0.10)
+    return np.where(accreted, acc, insitu)
+
+
+def _residuals(rng, n, scatter, rho_mg_al, rho_mg_alpha):
+    """Correlated residuals of [Mg/Fe], [Al/Fe], [α/Fe] about their sequences (n, 3)."""
+    cor = np.array([[1.0, rho_mg_al, rho_mg_alpha], [rho_mg_al, 1.0, 0.0],
+                    [rho_mg_alpha, 0.0, 1.0]])
+    sd = np.asarray(scatter, float)
+    return rng.multivariate_normal(np.zeros(3), cor * np.outer(sd, sd), size=n, method="cholesky")
+
+
 @dataclass(frozen=True)
 class GalaxyModel:
     """Parameters of the mock Milky Way (defaults from the reference notes).
@@ -109,10 +159,15 @@ class GalaxyModel:
     feh_thick, scatter_feh_thick, feh_halo, scatter_feh_halo : float
     grad_r_thick : float
         Thick-disc radial gradient [dex/kpc] (near zero).
-    scatter_mg, scatter_al : float
-        Intrinsic scatter about the sequences [dex].
-    al_mg_slope : float
-        [Al/Fe] per [Mg/Fe] in the discs ([Al/Fe] broadly tracks Mg).
+    scatter_mg, scatter_al, scatter_alpha : float
+        Intrinsic scatter of [Mg/Fe], [Al/Fe] and [α/Fe] about their sequences in the discs [dex].
+    scatter_halo_mg, scatter_halo_al, scatter_halo_alpha : float
+        The same in the halo.
+    rho_mg_al, rho_mg_alpha : float
+        Correlation of the residuals of [Al/Fe] and of [α/Fe] with that of [Mg/Fe] (weak: the
+        elements have their own sites).
+    accreted_fraction : float
+        Share of halo stars that are accreted (Gaia-Enceladus-like chemistry).
     state_fractions : dict
         Fractions of main-sequence, turn-off, subgiant, red-giant-branch and red-clump stars.
     v_bright, v_faint : float
@@ -144,7 +199,13 @@ class GalaxyModel:
     scatter_feh_halo: float = 0.45
     scatter_mg: float = 0.035
     scatter_al: float = 0.05
-    al_mg_slope: float = 0.8
+    scatter_alpha: float = 0.03
+    scatter_halo_mg: float = 0.06
+    scatter_halo_al: float = 0.10
+    scatter_halo_alpha: float = 0.05
+    rho_mg_al: float = 0.2
+    rho_mg_alpha: float = 0.3
+    accreted_fraction: float = 0.3
     state_fractions: dict = field(default_factory=lambda: {
         "MS": 0.42, "TO": 0.16, "SGB": 0.08, "RGB": 0.24, "RC": 0.10})
     v_bright: float = 13.0
@@ -154,6 +215,39 @@ class GalaxyModel:
     min_abs_b: float = 5.0
     max_abs_b: float = 35.0
     n_fields: int = 80
+
+    def __post_init__(self):
+        for name, value in asdict(self).items():
+            if (name.startswith(("scatter_", "thin_h", "thick_h")) or name.endswith("_fraction")) \
+                    and not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"galaxy parameter {name} = {value!r} must be zero or positive")
+        for name in ("accreted_fraction",):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"galaxy parameter {name} = {getattr(self, name)!r} must lie in [0, 1]")
+        for name in ("rho_mg_al", "rho_mg_alpha"):
+            if not -1.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"galaxy parameter {name} = {getattr(self, name)!r} must lie in (-1, 1)")
+        if self.rho_mg_al ** 2 + self.rho_mg_alpha ** 2 >= 1.0:
+            raise ValueError("galaxy parameters rho_mg_al and rho_mg_alpha make an impossible "
+                             "correlation matrix (their squares must sum to less than 1)")
+        fr = self.state_fractions
+        unknown = set(fr) - {"MS", "TO", "SGB", "RGB", "RC"}
+        if unknown:
+            raise ValueError(f"galaxy parameter state_fractions has unknown states {sorted(unknown)}; "
+                             "known: MS, TO, SGB, RGB, RC")
+        if any(not (np.isfinite(v) and v >= 0) for v in fr.values()) or sum(fr.values()) <= 0:
+            raise ValueError(f"galaxy parameter state_fractions = {fr!r} must be non-negative and "
+                             "not all zero (no stars could be drawn)")
+        for lo, hi in (("v_bright", "v_faint"), ("v_bright_giants", "v_faint_giants"),
+                       ("min_abs_b", "max_abs_b")):
+            if not getattr(self, lo) < getattr(self, hi):
+                raise ValueError(f"galaxy parameters {lo} = {getattr(self, lo)} and {hi} = "
+                                 f"{getattr(self, hi)} leave an empty range")
+        if self.n_fields < 1:
+            raise ValueError(f"galaxy parameter n_fields = {self.n_fields} must be at least 1")
+        if self.thin_h_z <= 0 or self.thin_h_r <= 0:
+            raise ValueError("galaxy parameters thin_h_r and thin_h_z must be positive "
+                             "(the thin disc would hold no stars)")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -209,7 +303,7 @@ def metallicity_shift(state, teff, feh):
     return np.clip(teff + shift, 3900, 7000), state
 
 
-def _abs_mag_v(teff, logg, mass=1.0):
+def abs_mag_v(teff, logg, mass=1.0):
     """Absolute V magnitude from Teff [K], log g and mass [M_sun] (a simple bolometric correction)."""
     log_l = np.log10(mass) + 4 * np.log10(teff / 5772.0) - (logg - 4.438)
     bc = -8.5e-8 * (teff - 5900.0) ** 2 - 0.07
@@ -230,9 +324,9 @@ def sample_field_stars(n: int, rng: np.random.Generator, model: GalaxyModel = Ga
     Returns
     -------
     dict of ndarray
-        ``population`` (thin, thick, halo), ``state``, ``teff``, ``logg``,
-        ``feh``, ``mg_fe``, ``al_fe``, ``ra``, ``dec``, ``distance_pc``,
-        ``R_kpc``, ``z_kpc``, ``vmag``.
+        ``population`` (thin, thick, halo, accreted), ``state``, ``teff``, ``logg``,
+        ``feh``, ``mg_fe``, ``al_fe``, ``alpha_fe``, ``ra``, ``dec``, ``distance_pc``,
+        ``R_kpc``, ``z_kpc``, ``vmag``, ``field_id`` (pointing index).
     """
     states = np.array(list(model.state_fractions))
     p = np.array(list(model.state_fractions.values()), float)
@@ -244,7 +338,7 @@ def sample_field_stars(n: int, rng: np.random.Generator, model: GalaxyModel = Ga
     faint = np.where(giant, model.v_faint_giants, model.v_faint)
     vmag = faint - rng.exponential(1.2, n)
     vmag = np.where(vmag < bright, rng.uniform(bright, faint), vmag)
-    dist = np.minimum(10.0 ** ((vmag - _abs_mag_v(teff0, logg, mass) + 5) / 5), 25_000.0)
+    dist = np.minimum(10.0 ** ((vmag - abs_mag_v(teff0, logg, mass) + 5) / 5), 25_000.0)
 
     # pointings: uniform in l and |b|; stars scatter ~1 deg around them
     nf = model.n_fields
@@ -272,26 +366,39 @@ def sample_field_stars(n: int, rng: np.random.Generator, model: GalaxyModel = Ga
     feh = np.empty(n)
     mg = np.empty(n)
     al = np.empty(n)
+    alpha = np.empty(n)
+    accreted = np.zeros(n, bool)
+    disc_sd = (model.scatter_mg, model.scatter_al, model.scatter_alpha)
+    halo_sd = (model.scatter_halo_mg, model.scatter_halo_al, model.scatter_halo_alpha)
     m = population == "thin"
     k = m.sum()
     r_eff = np.minimum(R[m], model.r_flat)
     feh[m] = (model.feh_thin_sun + model.grad_r_thin * (r_eff - r0) + model.grad_z_thin * np.abs(z[m])
               + rng.normal(0, model.scatter_feh_thin, k))
-    mg[m] = low_alpha_mg(feh[m]) + rng.normal(0, model.scatter_mg, k)
-    al[m] = model.al_mg_slope * mg[m] + 0.02 + rng.normal(0, model.scatter_al, k)
+    res = _residuals(rng, k, disc_sd, model.rho_mg_al, model.rho_mg_alpha)
+    mg[m] = low_alpha_mg(feh[m]) + res[:, 0]
+    al[m] = thin_al(feh[m]) + res[:, 1]
+    alpha[m] = low_alpha_alpha(feh[m]) + res[:, 2]
     m = population == "thick"
     k = m.sum()
     feh[m] = model.feh_thick + model.grad_r_thick * (R[m] - r0) + rng.normal(0, model.scatter_feh_thick, k)
-    mg[m] = high_alpha_mg(feh[m]) + rng.normal(0, model.scatter_mg, k)
-    al[m] = model.al_mg_slope * mg[m] + 0.02 + rng.normal(0, model.scatter_al, k)
+    res = _residuals(rng, k, disc_sd, model.rho_mg_al, model.rho_mg_alpha)
+    mg[m] = high_alpha_mg(feh[m]) + res[:, 0]
+    al[m] = thick_al(feh[m]) + res[:, 1]
+    alpha[m] = high_alpha_alpha(feh[m]) + res[:, 2]
     m = population == "halo"
     k = m.sum()
     feh[m] = model.feh_halo + rng.normal(0, model.scatter_feh_halo, k)
-    accreted = rng.random(k) < 0.3
-    mg[m] = np.where(accreted, 0.12, 0.30) + rng.normal(0, 0.06, k)
-    al[m] = np.where(accreted, -0.15, 0.05) + rng.normal(0, 0.12, k)
+    acc = rng.random(k) < model.accreted_fraction
+    accreted[m] = acc
+    res = _residuals(rng, k, halo_sd, model.rho_mg_al, model.rho_mg_alpha)
+    mg[m] = np.where(acc, accreted_mg(feh[m]), 0.30) + res[:, 0]
+    al[m] = halo_al(feh[m], acc) + res[:, 1]
+    alpha[m] = np.where(acc, 0.8 * accreted_mg(feh[m]), 0.28) + res[:, 2]
     feh = np.clip(feh, -2.5, 0.5)
     teff, state = metallicity_shift(state, teff0, feh)
+    population = np.where(accreted, "accreted", population)
     return {"population": population, "state": state, "teff": teff, "logg": logg, "feh": feh,
-            "mg_fe": np.clip(mg, -0.2, 0.5), "al_fe": np.clip(al, -0.4, 1.2), "ra": ra, "dec": dec,
-            "distance_pc": dist, "R_kpc": R, "z_kpc": z, "vmag": vmag}
+            "mg_fe": np.clip(mg, -0.2, 0.5), "al_fe": np.clip(al, -0.5, 1.2),
+            "alpha_fe": np.clip(alpha, -0.2, 0.5), "ra": ra, "dec": dec,
+            "distance_pc": dist, "R_kpc": R, "z_kpc": z, "vmag": vmag, "field_id": field_id}

@@ -18,7 +18,8 @@ __all__ = ["use_style", "SPECIES_COLOURS", "spectra_with_lines", "line_response"
            "tsne_by_category", "group_gallery", "mg_al_by_cluster", "training_curves", "member_selection",
            "one_to_one", "residuals_vs_snr", "calibration", "gradients_under_spectrum", "enrichment_matrix",
            "benchmark_offsets", "cluster_means", "mg_al_clusters", "density_planes", "planes_in_bins",
-           "radial_profiles"]
+           "radial_profiles", "chemistry_planes", "survey_error_vs_truth", "noise_correlation",
+           "snr_vs_magnitude"]
 
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
 #: Colours of the species marked on spectra.
@@ -246,8 +247,10 @@ def defect_gallery(wave, examples: dict, clean=None, window=(8480, 8900)):
 def galactic_positions(R, z, population):
     """Galactocentric R–z positions coloured by population."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for pop in ("thin", "thick", "halo"):
+    for pop in ("thin", "thick", "halo", "accreted"):
         m = population == pop
+        if not m.any():
+            continue
         ax.scatter(R[m], z[m], s=2, label=f"{pop} ({m.sum()})", rasterized=True)
     ax.set_xlabel("R [kpc]")
     ax.set_ylabel("z [kpc]")
@@ -282,6 +285,73 @@ def survey_vs_truth(truth, survey):
         ax.hist(d, bins=50, range=(-lim, lim), histtype="stepfilled", alpha=0.7)
         ax.set_xlabel("survey − truth, " + LABEL_TEX[k])
     axes[0].set_ylabel("stars")
+    return fig
+
+
+def chemistry_planes(feh, abundances: dict, population, populations=None):
+    """[X/Fe] against [Fe/H], one row per element (``{label: values}``), one column per population."""
+    population = np.asarray(population)
+    pops = [p for p in (populations or ("thin", "thick", "halo", "accreted")) if np.any(population == p)]
+    names = {"thin": "thin disc", "thick": "thick disc", "halo": "in-situ halo", "accreted": "accreted halo"}
+    fig, axes = plt.subplots(len(abundances), len(pops), figsize=(2.9 * len(pops), 2.3 * len(abundances)),
+                             sharex=True, sharey="row", squeeze=False)
+    for i, (label, x) in enumerate(abundances.items()):
+        for j, pop in enumerate(pops):
+            m = population == pop
+            ax = axes[i, j]
+            ax.scatter(np.asarray(feh)[m], np.asarray(x)[m], s=2, alpha=0.5, rasterized=True)
+            ax.set_xlim(-2.6, 0.6)
+            if i == 0:
+                ax.set_title(f"{names.get(pop, pop)} ({m.sum()})", loc="left")
+            if j == 0:
+                ax.set_ylabel(label)
+            if i == len(abundances) - 1:
+                ax.set_xlabel(LABEL_TEX["feh"])
+    return fig
+
+
+def survey_error_vs_truth(truth, survey, offset):
+    """Survey − truth against true Teff and log g for each label, with the planted offset (line)."""
+    fig, axes = plt.subplots(2, 5, figsize=(13, 4.6), sharex="row")
+    for j, k in enumerate(LABELS):
+        d = survey[:, j] - truth[:, j]
+        ok = np.isfinite(d)
+        lim = np.percentile(np.abs(d[ok]), 98) if ok.any() else 1
+        for r, (col, name) in enumerate(((0, "true Teff [K]"), (1, "true log g"))):
+            ax = axes[r, j]
+            ax.scatter(truth[ok, col], d[ok], s=1.5, alpha=0.3, rasterized=True, color="0.5")
+            order = np.argsort(truth[ok, col])
+            ax.plot(truth[ok, col][order], offset[ok, j][order], ".", ms=1.5, color="#D55E00")
+            ax.set_ylim(-lim, lim)
+            ax.set_xlabel(name)
+            if r == 0:
+                ax.set_title("survey − truth, " + LABEL_TEX[k].split(" [")[0], loc="left", fontsize=9)
+    axes[0, 0].set_ylabel("Teff axis")
+    axes[1, 0].set_ylabel("log g axis")
+    return fig
+
+
+def noise_correlation(acf: dict, lags):
+    """Autocorrelation of the noise on the delivered grid, one line per setup (``{setup: acf}``)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, a in acf.items():
+        ax.plot(lags, a, "o-", label=name)
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xlabel("lag [pixels of 0.05 Å]")
+    ax.set_ylabel("correlation of the noise")
+    ax.legend()
+    return fig
+
+
+def snr_vs_magnitude(vmag, snr, exptime):
+    """S/N against V magnitude, coloured by exposure time."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ok = np.isfinite(vmag) & np.isfinite(snr)
+    sc = ax.scatter(vmag[ok], snr[ok], c=np.asarray(exptime)[ok] / 60, s=3, cmap="viridis", rasterized=True)
+    ax.set_yscale("log")
+    ax.set_xlabel("V [mag]")
+    ax.set_ylabel("S/N per pixel")
+    fig.colorbar(sc, ax=ax, label="exposure [min]")
     return fig
 
 

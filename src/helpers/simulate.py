@@ -12,7 +12,8 @@ Two steps:
    rotation (Gray's profile, linear limb darkening ε = 0.6) and the radial
    velocity, all in Fourier space, per setup.
 
-Noise (:func:`add_noise`) and defects come later (:mod:`helpers.survey`).
+The survey's noise (GIRAFFE-like, :mod:`helpers.noise`) and defects come later
+(:mod:`helpers.survey`); :func:`add_noise` is plain white noise for idealised tests.
 
 What the model leaves out, and the book says so: departures from LTE and 3D
 effects; the real, wavelength-dependent GIRAFFE line-spread function (a Gaussian

@@ -26,14 +26,17 @@ from astropy.coordinates import Galactic, SkyCoord
 
 from . import LABELS, __version__, paths
 from .dataset import DatasetWriter
-from .galaxy import (FRAME, GalaxyModel, galactocentric, kiel_track, low_alpha_mg,
-                     metallicity_shift, sample_field_stars)
+from .galaxy import (FRAME, GalaxyModel, abs_mag_v, galactocentric, halo_al, kiel_track,
+                     low_alpha_alpha, low_alpha_mg, metallicity_shift, sample_field_stars, thin_al)
 from .grid import DOMAIN, VMIC_BAND
 from .grid import in_domain as grid_in_domain
-from .simulate import ALPHA_COUPLING, ForwardModel, add_noise, default_vmic, grid_labels
+from .noise import SKY_V_MAG, NoiseModel, counts_for_snr
+from .simulate import ForwardModel, default_vmic, grid_labels
+from .survey_labels import survey_labels
 
 __all__ = ["DEFECTS", "FLAG_BITS", "SurveyConfig", "make_catalogue", "generate_survey",
-           "select_training", "cname", "GENERATOR", "inside_domain"]
+           "select_training", "cname", "GENERATOR", "inside_domain", "chemistry_summary",
+           "CHEMISTRY_KEYS"]
 
 #: Name of the generator written into every file's provenance.
 GENERATOR = "helpers.survey"
@@ -57,7 +60,10 @@ class SurveyConfig:
     benchmarks : bool
         Include every Gaia FGK benchmark star twice (survey S/N and S/N 250).
     snr_median, snr_min, snr_max : float
-        Per-pixel S/N distribution (log-normal about the median, brighter stars higher).
+        Continuum S/N per native pixel: each star's follows from its V magnitude, its
+        pointing's exposure and its fibre's throughput (:func:`_exposure`), with the
+        survey's depth set so that the field stars' median is ``snr_median``; then
+        clipped to [``snr_min``, ``snr_max``].
     bad_fraction : float
         Fraction of spectra given one injected defect, shared equally among :data:`DEFECTS`.
     train_snr_min : float
@@ -160,15 +166,16 @@ def _icrs_from_galactocentric(x, y, z):
 
 def _open_clusters(cfg: SurveyConfig, rng) -> dict:
     g = cfg.galaxy
-    cols = {k: [] for k in ("teff", "logg", "feh", "mg_fe", "al_fe", "state", "ra", "dec",
-                            "distance_pc", "cluster", "population")}
+    cols = {k: [] for k in ("teff", "logg", "feh", "mg_fe", "al_fe", "alpha_fe", "state", "ra",
+                            "dec", "distance_pc", "cluster", "population")}
     radii = np.linspace(*OC_RADII, cfg.n_open_clusters) if cfg.n_open_clusters else []
     for i, R in enumerate(radii):
         phi = np.radians(180 + rng.uniform(-12, 12))  # near the Sun's azimuth (astropy x<0 side)
         x, y, z = R * np.cos(phi), R * np.sin(phi), rng.normal(0, 0.08)
         feh = g.feh_thin_sun + g.grad_r_thin * (min(R, g.r_flat) - g.r_sun_kpc) + rng.normal(0, 0.04)
         mg = float(low_alpha_mg(feh)) + rng.normal(0, 0.02)
-        al = g.al_mg_slope * mg + 0.02 + rng.normal(0, 0.03)
+        al = float(thin_al(feh)) + rng.normal(0, 0.03)
+        alpha = float(low_alpha_alpha(feh)) + rng.normal(0, 0.02)
         ra, dec, dist = _icrs_from_galactocentric(x, y, z)
         n = cfg.members_per_oc
         state = rng.choice(["MS", "TO", "RGB", "RC"], size=n, p=[0.55, 0.2, 0.1, 0.15])
@@ -180,6 +187,7 @@ def _open_clusters(cfg: SurveyConfig, rng) -> dict:
         cols["feh"] += [feh] * n
         cols["mg_fe"] += [mg] * n
         cols["al_fe"] += [al] * n
+        cols["alpha_fe"] += [alpha] * n
         cols["ra"] += list(ra + rng.normal(0, 0.05, n))
         cols["dec"] += list(dec + rng.normal(0, 0.05, n))
         cols["distance_pc"] += list(dist + rng.normal(0, 5, n))
@@ -189,8 +197,8 @@ def _open_clusters(cfg: SurveyConfig, rng) -> dict:
 
 
 def _globular_clusters(cfg: SurveyConfig, rng) -> dict:
-    cols = {k: [] for k in ("teff", "logg", "feh", "mg_fe", "al_fe", "state", "ra", "dec",
-                            "distance_pc", "cluster", "population")}
+    cols = {k: [] for k in ("teff", "logg", "feh", "mg_fe", "al_fe", "alpha_fe", "state", "ra",
+                            "dec", "distance_pc", "cluster", "population")}
     for name, feh, logm in GLOBULARS[:cfg.n_globular_clusters]:
         n = cfg.members_per_gc
         extent = gc_mgal_extent(feh, logm)
@@ -199,7 +207,8 @@ def _globular_clusters(cfg: SurveyConfig, rng) -> dict:
         c = SkyCoord(l=l * u.deg, b=b * u.deg, frame=Galactic).icrs
         second = rng.random(n) < 0.65
         x = rng.random(n) ** 0.8
-        al = np.where(second, 0.05 + x * extent, 0.05) + rng.normal(0, 0.04, n)
+        al0 = float(halo_al(feh, False))  # first generation: in-situ halo chemistry
+        al = np.where(second, al0 + x * extent, al0) + rng.normal(0, 0.04, n)
         mg = np.where(second, 0.33 - 0.35 * x * extent, 0.33) + rng.normal(0, 0.03, n)
         state = np.full(n, "RGB")
         teff, logg = kiel_track(state, rng)
@@ -212,6 +221,7 @@ def _globular_clusters(cfg: SurveyConfig, rng) -> dict:
         cols["feh"] += list(feh + rng.normal(0, 0.02, n))
         cols["mg_fe"] += list(mg)
         cols["al_fe"] += list(al)
+        cols["alpha_fe"] += list(0.30 + rng.normal(0, 0.03, n))  # O–Na varies; Si, Ca, Ti do not
         cols["ra"] += list(c.ra.deg + rng.normal(0, 0.03, n))
         cols["dec"] += list(c.dec.deg + rng.normal(0, 0.03, n))
         cols["distance_pc"] += [dist] * n
@@ -239,11 +249,13 @@ def _benchmarks(rng) -> dict:
     n = len(rows)
     feh = np.array([r["feh"] for r in rows])
     # ASSUMED: the benchmark series gives no Mg or Al; put the stars on the disc sequences
-    mg = np.where(feh > -0.7, low_alpha_mg(feh), 0.30)
-    al = 0.8 * mg + 0.02
+    thin = feh > -0.7
+    mg = np.where(thin, low_alpha_mg(feh), 0.30)
+    al = np.where(thin, thin_al(feh), halo_al(feh, False))
+    alpha = np.where(thin, low_alpha_alpha(feh), 0.28)
     nan = np.full(n, np.nan)
     return {"teff": np.array([r["teff"] for r in rows]), "logg": np.array([r["logg"] for r in rows]),
-            "feh": feh, "mg_fe": mg, "al_fe": al, "state": np.full(n, "benchmark"),
+            "feh": feh, "mg_fe": mg, "al_fe": al, "alpha_fe": alpha, "state": np.full(n, "benchmark"),
             "ra": nan, "dec": nan, "distance_pc": nan,
             "cluster": np.array([r["name"] for r in rows]), "population": np.full(n, "benchmark")}
 
@@ -259,8 +271,9 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
     field_stars = sample_field_stars(cfg.n_field, rng, cfg.galaxy)
     parts = [("field", {**{k: field_stars[k] for k in ("teff", "logg", "feh", "mg_fe", "al_fe",
-                                                        "state", "ra", "dec", "distance_pc",
-                                                        "population")},
+                                                        "alpha_fe", "state", "ra", "dec",
+                                                        "distance_pc", "population", "vmag")},
+                        "pointing": field_stars["field_id"],
                         "cluster": np.full(cfg.n_field, "")})]
     if cfg.n_open_clusters:
         parts.append(("open_cluster", _open_clusters(cfg, rng)))
@@ -272,9 +285,17 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
         parts.append(("benchmark", {k: v.copy() for k, v in b.items()}))
     cat: dict[str, list] = {}
     group = []
+    next_pointing = cfg.galaxy.n_fields
     for name, p in parts:
         n = len(p["teff"])
         group += [name] * n
+        if "vmag" not in p:  # clusters: from the distance; benchmarks: none (S/N set below)
+            mass = np.where(np.isin(p["state"], ["RGB", "RC"]), 1.2, 1.0)
+            p["vmag"] = abs_mag_v(p["teff"], p["logg"], mass) + 5 * np.log10(p["distance_pc"] / 10)
+        if "pointing" not in p:  # each cluster is one pointing
+            names, inv = np.unique(p["cluster"], return_inverse=True)
+            p["pointing"] = next_pointing + inv
+            next_pointing += len(names)
         for k, v in p.items():
             cat.setdefault(k, []).append(np.asarray(v))
     cat = {k: np.concatenate(v) for k, v in cat.items()}
@@ -288,16 +309,18 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
     cat["R_kpc"] = np.where(has_pos, gcen["R"], np.nan)
     cat["z_kpc"] = np.where(has_pos, gcen["z"], np.nan)
 
-    # S/N: log-normal, higher for brighter (closer, giant) stars; benchmarks once at 250
-    snr = cfg.snr_median * np.exp(rng.normal(0, 0.55, n))
+    # S/N from magnitude and exposure (photon, sky and read noise; :mod:`helpers.noise`)
+    counts, sky = _exposure(cat, cfg, rng)
+    nm_snr = _snr(counts, sky)
     is_b = cat["group"] == "benchmark"
     first_b = np.zeros(n, bool)
-    if is_b.any():
+    if is_b.any():  # benchmarks: once at S/N 250, once at a survey-like S/N
         idx = np.nonzero(is_b)[0]
         first_b[idx[: len(idx) // 2]] = True
-    snr = np.where(first_b, 250.0, snr)
-    snr = np.clip(snr, cfg.snr_min, cfg.snr_max)
-
+        second = idx[len(idx) // 2:]
+        nm_snr[second] = cfg.snr_median * np.exp(rng.normal(0, 0.5, len(second)))
+    nm_snr = np.where(first_b, 250.0, nm_snr)
+    snr = np.clip(nm_snr, cfg.snr_min, cfg.snr_max)
     # nuisances (vmic kept inside the emulator's vmic band and the grid's range)
     vmic0 = default_vmic(cat["teff"], cat["logg"])
     vmic = np.clip(vmic0 + np.clip(rng.normal(0, 0.1, n), -VMIC_BAND + 0.05, VMIC_BAND - 0.05),
@@ -314,16 +337,16 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
     defect[bad] = np.array(DEFECTS)[np.arange(n_bad) % len(DEFECTS)]
     defect = defect.astype(str)
     snr = np.where(defect == "low_snr", rng.uniform(2.0, 6.0, n), snr)
+    counts = np.where(np.isclose(snr, _snr(counts, sky)), counts, counts_for_snr(snr, sky))
     vsini = np.where(defect == "fast_rotator", rng.uniform(40, 150, n), vsini)
     rv = np.where(defect == "rv_error", rng.choice([-1, 1], n) * rng.uniform(15, 80, n), rv)
 
-    # survey labels: truth plus errors that shrink with S/N; defective spectra are measured worse
-    floor = np.array([45.0, 0.08, 0.04, 0.04, 0.05])
-    scale = np.array([2200.0, 3.0, 1.6, 1.6, 2.6])
-    err = floor[None, :] + scale[None, :] / snr[:, None]
-    worse = np.where(defect == "none", 1.0, 2.5)[:, None]
+    # survey labels: a pipeline's errors, systematics and outliers (helpers.survey_labels);
+    # defective spectra are measured worse
+    worse = np.where(defect == "none", 1.0, 2.5)
     truth = np.column_stack([cat[k] for k in LABELS])
-    survey = truth + rng.normal(0, 1, truth.shape) * err * worse
+    rep = survey_labels(truth, snr, rng, worse=worse, cluster=cat["cluster"])
+    survey, err = rep["labels"], rep["quoted"]
     flag = np.zeros(n, int)
     no_al = (cat["teff"] > 6400) | (cat["feh"] < -2.0) | (snr < 12)
     no_mg = snr < 10
@@ -342,17 +365,63 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
     }
     for j, k in enumerate(LABELS):
         out[f"truth_{k}"] = truth[:, j]
-    out["truth_alpha_fe"] = ALPHA_COUPLING * truth[:, 3]
+    out["truth_alpha_fe"] = cat["alpha_fe"]
     out.update({"truth_vmic": vmic, "truth_vsini": vsini, "truth_rv": rv})
     for j, k in enumerate(LABELS):
         out[f"survey_{k}"] = survey[:, j]
         out[f"survey_e_{k}"] = err[:, j]
+        out[f"survey_offset_{k}"] = rep["offset"][:, j]
+    out.update({"survey_outlier": rep["outlier"], "survey_node": rep["node"],
+                "vmag": cat["vmag"], "pointing": cat["pointing"], "counts_e": counts, "sky_e": sky,
+                "exptime_s": cat["exptime_s"]})
     out.update({"survey_flag": flag, "snr": snr, "defect": defect, "ra": cat["ra"],
                 "dec": cat["dec"], "distance_pc": cat["distance_pc"], "R_kpc": cat["R_kpc"],
                 "z_kpc": cat["z_kpc"]})
     # the spectral model covers only the synthesis grid's domain: stars outside it are not drawn
     keep = inside_domain(out)
     return {k: v[keep] for k, v in out.items()}
+
+
+#: Exposure of a pointing: 1, 2 or 3 observing blocks of 1500 s (probabilities).
+EXPOSURE_BLOCKS = ((1500.0, 0.3), (3000.0, 0.5), (4500.0, 0.2))
+#: Scatter (natural log) of the light a fibre collects, star to star (seeing, positioning).
+THROUGHPUT_SCATTER = 0.3
+
+
+def _snr(counts, sky):
+    from .noise import READ_NOISE_E
+
+    return counts / np.sqrt(counts + sky + READ_NOISE_E ** 2)
+
+
+def _exposure(cat: dict, cfg: SurveyConfig, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Star and sky continuum counts per native pixel [e⁻] from V magnitude and exposure.
+
+    Each pointing gets an exposure (:data:`EXPOSURE_BLOCKS`), each star a throughput
+    (log-normal, :data:`THROUGHPUT_SCATTER`); the count rate of a V = 15 star is set
+    so that the field stars' median S/N is ``cfg.snr_median`` (the survey's depth).
+    Writes ``exptime_s`` into ``cat``.
+    """
+    n = len(cat["teff"])
+    times = np.array([t for t, _ in EXPOSURE_BLOCKS])
+    prob = np.array([q for _, q in EXPOSURE_BLOCKS])
+    pointing = np.asarray(cat["pointing"], int)
+    t_point = rng.choice(times, size=pointing.max() + 1, p=prob / prob.sum())
+    cat["exptime_s"] = t_point[pointing]
+    throughput = np.exp(rng.normal(0.0, THROUGHPUT_SCATTER, n))
+    vmag = np.where(np.isfinite(cat["vmag"]), cat["vmag"], 15.0)
+    star = cat["exptime_s"] * throughput * 10 ** (-0.4 * (vmag - 15.0))
+    sky = cat["exptime_s"] * throughput * 10 ** (-0.4 * (SKY_V_MAG - 15.0))
+    field = cat["group"] == "field"
+    lo, hi = -6.0, 6.0  # log10 of the count rate of a V = 15 star [e⁻/s/pixel]
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if np.median(_snr(10 ** mid * star[field], 10 ** mid * sky[field])) < cfg.snr_median:
+            lo = mid
+        else:
+            hi = mid
+    rate = 10 ** (0.5 * (lo + hi))
+    return rate * star, rate * sky
 
 
 def inside_domain(cat: dict) -> np.ndarray:
@@ -407,9 +476,20 @@ def _continuum_and_emission(flux, defects, wave, rng):
 _WORKER_FM: ForwardModel | None = None
 
 
+_NOISE: dict = {}
+
+
+def _noise_model(grid) -> NoiseModel:
+    """One :class:`helpers.noise.NoiseModel` per grid and process."""
+    key = grid.digest
+    if key not in _NOISE:
+        _NOISE[key] = NoiseModel(grid)
+    return _NOISE[key]
+
+
 def _render_survey_chunk(task):
     """Render, damage and add noise to one chunk (a top-level function, so workers can run it)."""
-    fm, seed, c, sl, labels, alpha, nuis, defects, snr, chunk = task
+    fm, seed, c, sl, labels, alpha, nuis, defects, counts, sky, chunk = task
     fm = fm or _WORKER_FM
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1, c]))
     flux = fm.render(labels, nuis, alpha_fe=alpha, chunk=chunk)
@@ -427,8 +507,7 @@ def _render_survey_chunk(task):
         flux[binary] = (flux[binary] + ratio * fm.render(comp, cn, alpha_fe=alpha[binary],
                                                          chunk=chunk)) / (1 + ratio)
     _continuum_and_emission(flux, defects, fm.grid.wave, rng)
-    noisy, sigma = add_noise(flux, snr, rng)
-    ivar = (1.0 / sigma ** 2).astype(np.float32)
+    noisy, ivar = _noise_model(fm.grid).observe(flux, counts, sky, rng)
     _apply_defects(noisy, ivar, defects, fm.grid.wave, rng)
     return sl, noisy, ivar
 
@@ -483,7 +562,8 @@ def generate_survey(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None,
         for c in range(n_chunks):
             sl = slice(c * cfg.chunk, min((c + 1) * cfg.chunk, n))
             tasks.append((None if cfg.n_workers > 1 else fm, cfg.seed, c, sl, labels[sl],
-                          alpha[sl], nuis[sl], cat["defect"][sl], cat["snr"][sl], cfg.chunk))
+                          alpha[sl], nuis[sl], cat["defect"][sl], cat["counts_e"][sl],
+                          cat["sky_e"][sl], cfg.chunk))
         if cfg.n_workers > 1:
             global _WORKER_FM
             _WORKER_FM = fm
@@ -512,6 +592,30 @@ def select_training(cat: dict, cfg: SurveyConfig) -> np.ndarray:
           & (cat["survey_e_teff"] < cfg.train_max_e_teff)
           & np.isin(cat["group"], ["field", "open_cluster"]))
     return np.nonzero(ok)[0]
+
+
+#: Keys of :func:`chemistry_summary`.
+CHEMISTRY_KEYS = ("rho_mg_al", "rho_mg_alpha", "r_thin_mg_al", "al_accreted", "al_insitu", "al_thick",
+                  "al_thin")
+
+
+def chemistry_summary(cat: dict, galaxy: GalaxyModel | None = None) -> dict:
+    """What the field stars' true chemistry shows: planted residual correlations, the thin
+    disc's correlation of [Mg/Fe] and [Al/Fe], the median [Al/Fe] per population (dex)."""
+    g = galaxy or GalaxyModel()
+    field = np.asarray(cat["group"]) == "field"
+    pop = np.asarray(cat["population"])
+    mg, al = np.asarray(cat["truth_mg_fe"], float), np.asarray(cat["truth_al_fe"], float)
+
+    def med(name):
+        m = field & (pop == name)
+        return float(np.median(al[m])) if m.any() else float("nan")
+
+    thin = field & (pop == "thin")
+    return {"rho_mg_al": g.rho_mg_al, "rho_mg_alpha": g.rho_mg_alpha,
+            "r_thin_mg_al": float(np.corrcoef(mg[thin], al[thin])[0, 1]) if thin.sum() > 2 else float("nan"),
+            "al_accreted": med("accreted"), "al_insitu": med("halo"), "al_thick": med("thick"),
+            "al_thin": med("thin")}
 
 
 def counts(cat: dict) -> dict:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "write_json", "write_text", "sha256_file"]
+__all__ = ["atomic_path", "write_json", "write_text", "write_csv", "sha256_file"]
 
 
 @contextlib.contextmanager
@@ -61,6 +61,22 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, obj, indent: int = 2) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically and return the path."""
     return write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=str) + "\n")
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Write dict rows as CSV atomically (every key of any row, in order of appearance; a key a
+    row lacks is left empty); return the path."""
+    import csv
+    import io
+
+    if not rows:
+        raise ValueError(f"no rows to write to {path}")
+    buf = io.StringIO()
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    w = csv.DictWriter(buf, fieldnames=names, restval="", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return write_text(path, buf.getvalue())
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:

@@ -19,7 +19,7 @@ __all__ = ["use_style", "SPECIES_COLOURS", "spectra_with_lines", "line_response"
            "one_to_one", "residuals_vs_snr", "calibration", "gradients_under_spectrum", "enrichment_matrix",
            "benchmark_offsets", "cluster_means", "mg_al_clusters", "density_planes", "planes_in_bins",
            "radial_profiles", "chemistry_planes", "survey_error_vs_truth", "noise_correlation",
-           "snr_vs_magnitude"]
+           "snr_vs_magnitude", "response_by_star"]
 
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
 #: Colours of the species marked on spectra.
@@ -352,6 +352,29 @@ def snr_vs_magnitude(vmag, snr, exptime):
     ax.set_xlabel("V [mag]")
     ax.set_ylabel("S/N per pixel")
     fig.colorbar(sc, ax=ax, label="exposure [min]")
+    return fig
+
+
+def response_by_star(rows: list[dict], labels=LABELS):
+    """Single-label response per star (x) for each label (panel) and S/N (marker), ±1 sd of draws."""
+    stars = list(dict.fromkeys(r["star"] for r in rows))
+    snrs = sorted({r["snr"] for r in rows})
+    fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels), 3.0), sharey=True, squeeze=False)
+    x = np.arange(len(stars))
+    for ax, key in zip(axes[0], labels):
+        for k, snr in enumerate(snrs):
+            sel = {r["star"]: r for r in rows if r["label"] == key and r["snr"] == snr}
+            y = np.array([sel[s]["response"] if s in sel else np.nan for s in stars])
+            e = np.array([sel[s]["response_sd"] if s in sel else np.nan for s in stars])
+            name = "noise-free" if not np.isfinite(snr) else f"S/N {snr:.0f}"
+            ax.errorbar(x + 0.15 * (k - 1), y, yerr=e, fmt="o", ms=3, label=name)
+        ax.axhspan(0.9, 1.1, color="0.9", zorder=0)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xticks(x)
+        ax.set_xticklabels(stars, rotation=60, ha="right", fontsize=7)
+        ax.set_title(LABEL_TEX[key].split(" [")[0], loc="left")
+    axes[0, 0].set_ylabel("response (predicted / true change)")
+    axes[0, -1].legend(fontsize=7)
     return fig
 
 

@@ -72,13 +72,17 @@ def test_predictions_round_trip_through_fits(tmp_path):
 def test_precision_and_calibration_rows_recover_known_scatters():
     table, unit = _fake_table(4000)
     rows = np.arange(4000)
-    prec = ensemble.precision_rows(table, rows, rows, crb=np.tile(unit / 2, (100, 1)), crb_rows=rows[:100],
-                                   paper=ensemble.load_paper_precision())
+    prec = ensemble.precision_rows(table, rows, rows, paper=ensemble.load_paper_precision())
+    bounds = ensemble.bound_rows(table, rows[:1000], np.tile(unit / 4, (1000, 1)), np.tile(unit / 2, (1000, 1)),
+                                 van_trees_sigma=unit / 2)
+    for r, u in zip(bounds, unit):
+        assert r["over_bound"] == pytest.approx(2.0, rel=0.1)  # error 1 unit, bound 0.5 unit
+        assert r["rms_over_vt"] == pytest.approx(2.0, rel=0.1)
+        assert r["crb_known"] == pytest.approx(u / 4) and np.isnan(r["from_others"])
     for r, u in zip(prec, unit):
         assert r["spread"] == pytest.approx(u)
         assert r["test_vs_truth"] == pytest.approx(u, rel=0.06)  # CNN − truth: 1 unit
         assert r["test_vs_survey"] == pytest.approx(np.sqrt(5) * u, rel=0.06)  # 1 and 2 units in quadrature
-        assert r["truth_over_crb"] == pytest.approx(2.0, rel=0.3)  # error 1 unit, bound 0.5 unit
         assert r["paper_training"] > 0
     cal = ensemble.calibration_rows(table, rows)
     for r in cal:  # σ_ens equals the true error scale: calibrated
@@ -101,16 +105,19 @@ def test_cramer_rao_of_simulated_stars_scales_with_noise_and_mask():
              "truth_rv": np.array([0.0, 0.0]),
              "counts_e": np.array([2500.0, 2500.0]), "sky_e": np.array([0.0, 0.0])}
     ivar = np.ones((2, fm.grid.n_pixels))
-    b = ensemble.crb_for_rows(fm, stars, ivar, [0, 1])
+    b = ensemble.crb_for_rows(fm, stars, ivar, [0, 1], marginal=False)
     assert b.shape == (2, 5) and np.all(np.isfinite(b)) and np.all(b > 0)
+    # not knowing [α/Fe], vmic, v sin i, RV and the continuum can only cost precision
+    marg = ensemble.crb_for_rows(fm, stars, ivar, [0, 1])
+    assert np.all(marg >= b * (1 - 1e-9)) and np.any(marg > 1.2 * b)
     bright = dict(stars, counts_e=4 * stars["counts_e"])
     # nearly photon-limited: four times the photons, about half the bound (a little less,
     # because the read noise weighs less)
-    ratio = ensemble.crb_for_rows(fm, bright, ivar, [0, 1]) / b
+    ratio = ensemble.crb_for_rows(fm, bright, ivar, [0, 1], marginal=False) / b
     assert np.all((ratio > 0.45) & (ratio <= 0.5))
     masked = ivar.copy()
     masked[:, : fm.grid.n_pixels // 2] = 0
-    assert np.all(ensemble.crb_for_rows(fm, stars, masked, [0, 1]) > b)  # less information
+    assert np.all(ensemble.crb_for_rows(fm, stars, masked, [0, 1], marginal=False) > b)  # less information
     # the same as the bound from the native-pixel Fisher matrix of that star alone
     x = ([[5000, 3.0, 0.0, 0.1, 0.0]], [[1.2, 2.0, 0.0]])
     J = fm.jacobian(*x, alpha_fe=[0.05])

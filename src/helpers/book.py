@@ -151,6 +151,8 @@ HEADLINES = (
     ("al_truth", "03_train_ensemble", "prec_al_fe_truth", ".3f"),
     ("crb_min", "03_train_ensemble", "ratio_min", ".1f"),
     ("crb_max", "03_train_ensemble", "ratio_max", ".1f"),
+    ("resp_mg", "03_train_ensemble", "resp_verdict_mg_fe", ""),
+    ("resp_al", "03_train_ensemble", "resp_verdict_al_fe", ""),
     ("own_mg", "04_saliency", "own_mg_fe_enr", ".1f"),
     ("own_al", "04_saliency", "own_al_fe_enr", ".1f"),
     ("al_other", "04_saliency", "top_other_al_fe", ""),

@@ -21,7 +21,7 @@ from .precision import calibration_fractions, robust_scatter
 
 __all__ = ["split_rows", "inheritance_rows", "inheritance_verdict", "INHERIT_MIN", "fit_rows", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
            "write_predictions", "read_predictions", "precision_rows", "calibration_rows",
-           "crb_for_rows", "predict_file"]
+           "crb_for_rows", "fisher_for_rows", "bound_rows", "NUISANCE_PARAMETERS", "predict_file"]
 
 #: Precision figures of Ambrosch et al. (2023), with their source (shipped CSV).
 PAPER_PRECISION = paths.PAPER_PRECISION
@@ -253,7 +253,7 @@ def read_predictions(path):
     return t
 
 
-def precision_rows(table, train, test, crb=None, crb_rows=None, paper: dict | None = None) -> list[dict]:
+def precision_rows(table, train, test, paper: dict | None = None) -> list[dict]:
     """One row per label: the paper's figures beside ours.
 
     Parameters
@@ -262,8 +262,6 @@ def precision_rows(table, train, test, crb=None, crb_rows=None, paper: dict | No
         From :func:`predictions_table`.
     train, test : ndarray of int
         Rows of ``table`` in the training and test sets.
-    crb : ndarray, (n_crb, n_labels), optional
-        Cramér–Rao bound of the stars ``crb_rows`` (label units).
     paper : dict, optional
         From :func:`load_paper_precision`.
 
@@ -271,30 +269,56 @@ def precision_rows(table, train, test, crb=None, crb_rows=None, paper: dict | No
     -------
     list of dict
         ``spread`` (median ensemble σ, test set), ``train_vs_survey`` and ``test_vs_survey``
-        (robust scatter of CNN − survey label), ``test_vs_truth`` (CNN − truth), ``crb``
-        (median bound) and ``truth_over_crb`` (robust scatter of (CNN − truth)/bound, star by
-        star: 1 would be a network at the physical limit); NaN where not defined.
+        (robust scatter of CNN − survey label), ``test_vs_truth`` (CNN − truth; NaN without
+        truth). The bounds are in :func:`bound_rows`.
     """
     rows = []
     has_truth = "truth_teff" in table.colnames
-    for j, k in enumerate(LABELS):
+    for k in LABELS:
         cnn, surv = np.asarray(table[f"cnn_{k}"], float), np.asarray(table[f"survey_{k}"], float)
         r = {"label": k,
              "spread": float(np.nanmedian(np.asarray(table[f"cnn_e_{k}"], float)[test])),
              "train_vs_survey": robust_scatter((cnn - surv)[train]),
              "test_vs_survey": robust_scatter((cnn - surv)[test]),
-             "test_vs_truth": float("nan"), "crb": float("nan"), "truth_over_crb": float("nan")}
+             "test_vs_truth": float("nan")}
         if has_truth:
-            err = cnn - np.asarray(table[f"truth_{k}"], float)
-            r["test_vs_truth"] = robust_scatter(err[test])
-            if crb is not None:
-                r["crb"] = float(np.median(crb[:, j]))
-                r["truth_over_crb"] = robust_scatter(err[crb_rows] / crb[:, j])
+            r["test_vs_truth"] = robust_scatter((cnn - np.asarray(table[f"truth_{k}"], float))[test])
         if paper:
             r["paper_training"] = paper[k]["training_precision"]
             r["paper_spread"] = paper[k]["ensemble_spread"]
         rows.append(r)
     return rows
+
+
+def bound_rows(table, rows, crb_known, crb_marginal, van_trees_sigma=None, baseline=None,
+               prefix: str = "cnn") -> list[dict]:
+    """The estimator against the bounds that fit it, one row per label (simulated tables).
+
+    ``rows``: the stars with bounds; ``crb_known`` / ``crb_marginal`` (len(rows), 5): the
+    unbiased bound with the nuisances known / marginalised; ``van_trees_sigma`` (5,): the
+    population Bayesian bound on the rms error; ``baseline``: :func:`helpers.precision.prior_only_baseline`.
+    Returns ``scatter`` and ``rms`` of method − truth, the median bounds, ``over_bound``
+    (:func:`helpers.precision.error_over_bound` with the marginalised bound), ``van_trees``,
+    ``rms_over_vt`` and ``from_others`` (robust scatter of the label predicted from the others).
+    """
+    from .precision import error_over_bound
+
+    rows = np.asarray(rows)
+    out = []
+    for j, k in enumerate(LABELS):
+        err = (np.asarray(table[f"{prefix}_{k}"], float) - np.asarray(table[f"truth_{k}"], float))[rows]
+        rms = float(np.sqrt(np.nanmean(err ** 2)))
+        r = {"label": k, "scatter": robust_scatter(err), "rms": rms,
+             "crb_known": float(np.median(crb_known[:, j])), "crb": float(np.median(crb_marginal[:, j])),
+             "over_bound": error_over_bound(err, crb_marginal[:, j]),
+             "van_trees": float("nan"), "rms_over_vt": float("nan"), "from_others": float("nan")}
+        if van_trees_sigma is not None:
+            r["van_trees"] = float(van_trees_sigma[j])
+            r["rms_over_vt"] = rms / float(van_trees_sigma[j])
+        if baseline is not None:
+            r["from_others"] = baseline[j]["from_others_scatter"]
+        out.append(r)
+    return out
 
 
 def calibration_rows(table, rows, reference: str = "truth") -> list[dict]:
@@ -315,17 +339,25 @@ def calibration_rows(table, rows, reference: str = "truth") -> list[dict]:
     return out
 
 
-def crb_for_rows(fm, stars: dict, ivar, rows) -> np.ndarray:
-    """Cramér–Rao bound (label units) for the spectra ``rows`` of a simulated data set.
+#: The parameters of :func:`fisher_for_rows` after the five labels.
+NUISANCE_PARAMETERS = ("alpha_fe", "vmic", "vsini", "rv") + tuple(
+    f"continuum_{s}_{k}" for s in ("HR10", "HR21") for k in ("offset", "slope", "curvature"))
 
-    ``stars`` is the whole catalogue; ``ivar`` holds the inverse variances of those rows
-    only, shape ``(len(rows), n_pixels)`` (its zeros mark masked pixels).
 
-    The Jacobian is the simulator's, at each star's true labels, [α/Fe] and nuisances
-    (vmic, vsini, residual RV, taken as known). The noise is the survey's own model
-    (:meth:`helpers.noise.NoiseModel.fisher`: photon, sky and read noise on the native
-    pixels, which the delivered 0.05 Å pixels resample), from each star's ``counts_e``
-    and ``sky_e``. Returns an array ``(len(rows), n_labels)``.
+def fisher_for_rows(fm, stars: dict, ivar, rows, d_vsini: float = 0.5, d_rv: float = 0.2) -> np.ndarray:
+    """Fisher matrices of the five labels and the nuisances for spectra ``rows`` of a simulated set.
+
+    Parameters, in order: the five labels, then :data:`NUISANCE_PARAMETERS` ([α/Fe],
+    vmic, v sin i, the residual RV, and a continuum offset, slope and curvature per
+    setup), at each star's true values. Label and [α/Fe]/vmic derivatives are the
+    emulator's exact ones; v sin i and RV by finite differences (``d_vsini``,
+    ``d_rv`` km/s); the continuum terms multiply the flux. The noise is the survey's
+    own model (:meth:`helpers.noise.NoiseModel.fisher`) from each star's
+    ``counts_e`` and ``sky_e``; ``ivar`` (of those rows) marks masked pixels.
+
+    Returns
+    -------
+    ndarray, (len(rows), 5 + len(NUISANCE_PARAMETERS), same)
     """
     from .noise import NoiseModel
 
@@ -341,11 +373,50 @@ def crb_for_rows(fm, stars: dict, ivar, rows) -> np.ndarray:
     counts = np.asarray(stars["counts_e"], float)[rows]
     sky = np.asarray(stars["sky_e"], float)[rows]
     nm = NoiseModel(fm.grid)
-    out = np.empty((len(rows), len(LABELS)))
-    for i in range(0, len(rows), 50):  # 50 stars: ~150 MB of Jacobian at a time
+    grid = fm.grid
+    n_par = len(LABELS) + len(NUISANCE_PARAMETERS)
+    out = np.empty((len(rows), n_par, n_par))
+    for i in range(0, len(rows), 50):  # 50 stars: ~300 MB of Jacobian at a time
         sl = slice(i, i + 50)
-        J = fm.jacobian(labels[sl], nuis[sl], alpha_fe=alpha[sl])
-        flux = fm.render(labels[sl], nuis[sl], alpha_fe=alpha[sl])
-        F = nm.fisher(J, flux, counts[sl], sky[sl], mask=np.asarray(ivar[sl]) > 0)
-        out[sl] = np.sqrt(np.clip(np.diagonal(np.linalg.inv(F), axis1=1, axis2=2), 0, None))
+        lab, nu, al = labels[sl], nuis[sl], alpha[sl]
+        flux = fm.render(lab, nu, alpha_fe=al).astype(float)
+        J = np.empty((len(lab), grid.n_pixels, n_par))
+        J[:, :, :7] = fm.jacobian(lab, nu, alpha_fe=al, extra=True)
+        lo = nu.copy()
+        hi = nu.copy()
+        lo[:, 1] = np.maximum(nu[:, 1] - d_vsini, 0.0)
+        hi[:, 1] = lo[:, 1] + 2 * d_vsini
+        J[:, :, 7] = (fm.render(lab, hi, alpha_fe=al) - fm.render(lab, lo, alpha_fe=al)) / (2 * d_vsini)
+        lo, hi = nu.copy(), nu.copy()
+        lo[:, 2] -= d_rv
+        hi[:, 2] += d_rv
+        J[:, :, 8] = (fm.render(lab, hi, alpha_fe=al) - fm.render(lab, lo, alpha_fe=al)) / (2 * d_rv)
+        col = 9
+        for s in ("HR10", "HR21"):
+            basis = np.zeros((3, grid.n_pixels))
+            try:
+                px = grid.setup_slice(s)
+            except KeyError:  # a grid without this setup: its continuum terms carry no information
+                J[:, :, col:col + 3] = 0.0
+                col += 3
+                continue
+            u = np.linspace(-1.0, 1.0, px.stop - px.start)
+            basis[:, px] = np.vstack([np.ones_like(u), u, u ** 2 - 1.0 / 3.0])
+            J[:, :, col:col + 3] = flux[:, :, None] * basis.T[None]
+            col += 3
+        out[sl] = nm.fisher(J, flux, counts[sl], sky[sl], mask=np.asarray(ivar[sl]) > 0)
     return out
+
+
+def crb_for_rows(fm, stars: dict, ivar, rows, marginal: bool = True) -> np.ndarray:
+    """Cramér–Rao bound (label units) for the spectra ``rows`` of a simulated data set.
+
+    With ``marginal`` (the default) the nuisances of :func:`fisher_for_rows` are
+    unknown and marginalised, which is the situation of an estimator that sees only
+    the spectrum; otherwise they are taken as known. Returns ``(len(rows), 5)``.
+    """
+    from .precision import bounds_from_fisher, marginal_fisher
+
+    F = fisher_for_rows(fm, stars, ivar, rows)
+    k = len(LABELS)
+    return bounds_from_fisher(marginal_fisher(F, k) if marginal else F[:, :k, :k])

@@ -133,3 +133,27 @@ def test_rows_by_id_maps_and_names_a_missing_star():
     assert list(rows_by_id(np.array(["a", "b", "c"]), np.array(["c", "a"]))) == [2, 0]
     with pytest.raises(KeyError, match="different runs"):
         rows_by_id(np.array(["a"]), np.array(["z"]))
+
+
+def test_benchmark_errors_in_units_of_their_bounds():
+    rng = np.random.default_rng(5)
+    rows = [{"row": i, "regime": "high S/N" if i % 2 else "survey S/N", "d_logg": 0.0, "d_feh": 0.0}
+            for i in range(400)]
+    # each spectrum's bound is known: the errors were drawn at three times it
+    bounds = {}
+    for r in rows:
+        b = rng.uniform(10, 50)
+        r["d_teff"] = rng.normal(0, 3 * b)
+        bounds[r["row"]] = np.array([b, 1.0, 1.0, 1.0, 1.0])
+    out = validation.benchmark_over_bound(rows, bounds, labels=("teff",))
+    assert [r["regime"] for r in out] == ["high S/N", "survey S/N"]
+    assert all(r["over_bound"] == pytest.approx(3.0, rel=0.15) for r in out)
+
+
+def test_gc_reading_follows_the_measured_response():
+    blind = [{"star": "gc_2g", "snr": 50.0, "label": "al_fe", "response": 0.1},
+             {"star": "gc_2g", "snr": 50.0, "label": "mg_fe", "response": 0.9, "x_al_fe": 0.4}]
+    seeing = [dict(r, response=1.0) for r in blind]
+    assert "barely follows" in validation.gc_reading(blind)
+    assert "read from the spectra" in validation.gc_reading(seeing)
+    assert "not measured" in validation.gc_reading([])

@@ -68,3 +68,22 @@ def test_group_rule_removes_a_whole_bad_group():
     remove, reason = cleaning.decide(groups, scores, cleaning.CleaningConfig(group_threshold=30))
     assert list(remove) == [False, False, False, True, True, True, False]
     assert reason[3].startswith("t-SNE group 1")
+
+
+def test_thresholds_chosen_on_one_half_and_scored_on_the_other(defect_set):
+    d, labels = defect_set
+    res = cleaning.clean(d.flux, d.ivar, labels, CFG)
+    a, b = cleaning.halves(len(d), seed=1)
+    assert len(np.intersect1d(a, b)) == 0 and len(a) + len(b) == len(d)
+    chosen, objective = cleaning.choose_thresholds(res["groups"], res["scores"], d.stars["defect"], a, CFG)
+    assert set(cleaning.THRESHOLDS) <= set(chosen.as_dict())
+    # the choice is at least as good as the defaults on the half it was chosen on
+    def obj(cfg, rows):
+        remove, _ = cleaning.decide(res["groups"][rows], {k: v[rows] for k, v in res["scores"].items()}, cfg)
+        defect = d.stars["defect"][rows]
+        bad = ~np.isin(defect, ["none", "low_snr"])
+        return remove[bad].mean() - 5 * remove[defect == "none"].mean()
+    assert objective == pytest.approx(obj(chosen, a))
+    assert objective >= obj(CFG, a) - 1e-12
+    with pytest.raises(ValueError, match="defective and good"):
+        cleaning.choose_thresholds(res["groups"], res["scores"], np.full(len(d), "none"), a, CFG)

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 __all__ = ["CleaningConfig", "pca_features", "embed", "find_groups", "outlier_scores",
-           "decide", "clean", "removal_metrics"]
+           "decide", "clean", "removal_metrics", "halves", "choose_thresholds", "THRESHOLDS"]
 
 
 @dataclass
@@ -249,6 +249,45 @@ def clean(flux, ivar, labels, cfg: CleaningConfig) -> dict:
     t3 = time.perf_counter()
     return {"embedding": emb, "groups": groups, "scores": scores, "remove": remove, "reason": reason,
             "pca": Z, "seconds": {"pca": t1 - t0, "tsne": t2 - t1, "groups_and_scores": t3 - t2}}
+
+
+#: The decision's thresholds that :func:`choose_thresholds` may change.
+THRESHOLDS = ("group_threshold", "recon_chi2_max", "spike_z_max", "continuum_z_max")
+
+
+def halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random split of ``n`` rows into two halves (sorted indices): choose on one, score on the other."""
+    perm = np.random.default_rng(np.random.SeedSequence([seed, 11])).permutation(n)
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+
+
+def choose_thresholds(groups, scores, defect, rows, cfg: CleaningConfig,
+                      factors=(0.5, 0.75, 1.0, 1.5, 2.0, 3.0), lost_weight: float = 5.0,
+                      ignore=("low_snr",)):
+    """Thresholds of the decision chosen on the spectra ``rows`` with known defects.
+
+    Every combination of :data:`THRESHOLDS` scaled by ``factors`` is tried; the one
+    that maximises (recall of the defects, except the kinds in ``ignore``) −
+    ``lost_weight`` × (fraction of good spectra lost) on ``rows`` is returned, as a
+    new config, with that objective. Score the result on other spectra only.
+    """
+    from itertools import product
+
+    defect = np.asarray(defect).astype(str)[rows]
+    bad = ~np.isin(defect, ("none",) + tuple(ignore))
+    good = defect == "none"
+    if not bad.any() or not good.any():
+        raise ValueError("choose_thresholds needs both defective and good spectra among the rows")
+    sub_groups = np.asarray(groups)[rows]
+    sub_scores = {k: np.asarray(v)[rows] for k, v in scores.items()}
+    best = None
+    for f in product(factors, repeat=len(THRESHOLDS)):
+        c = replace(cfg, **{k: getattr(cfg, k) * x for k, x in zip(THRESHOLDS, f)})
+        remove, _ = decide(sub_groups, sub_scores, c)
+        obj = remove[bad].mean() - lost_weight * remove[good].mean()
+        if best is None or obj > best[0] + 1e-12:
+            best = (obj, c)
+    return best[1], float(best[0])
 
 
 def removal_metrics(defect, remove) -> list[dict]:

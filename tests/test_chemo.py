@@ -49,3 +49,22 @@ def test_the_sun_sits_where_the_frame_puts_it():
 def test_literature_values_have_sources():
     rows = {r["quantity"]: r for r in chemo.load_literature_gradients()}
     assert rows["thin_disc_radial_feh"]["value"] == -0.064 and "Spina" in rows["thin_disc_radial_feh"]["source"]
+
+
+def test_gradient_decomposition_names_the_ingredient_that_flattens():
+    from helpers.chemo import gradient_decomposition
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    R = rng.uniform(5, 12, n)
+    z = rng.uniform(-0.5, 0.5, n)
+    thin = rng.random(n) < 0.8
+    truth = np.where(thin, -0.06 * (R - 8.122), -0.5)
+    shrunk = 0.5 * truth + rng.normal(0, 0.02, n)  # a method that shrinks by half, perfect selection
+    rows = gradient_decomposition(R, z, {"truth": {"feh": truth}, "M": {"feh": shrunk}}, thin, thin,
+                                  method="M", n_boot=20)
+    ref, sel, lab, both = rows
+    assert ref["grad_R"] == pytest.approx(-0.06, abs=1e-6)
+    assert sel["diff_R"] == pytest.approx(0.0, abs=1e-6)  # selection is perfect
+    assert lab["diff_R"] == pytest.approx(0.03, abs=0.003)  # the labels halve the gradient
+    assert lab["shrinkage"] == pytest.approx(0.5, abs=0.02)

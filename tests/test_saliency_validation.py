@@ -29,13 +29,17 @@ def test_a_model_that_sees_one_pixel_has_all_its_gradient_there():
     assert np.allclose(g[:, 0, 120], 3.0) and np.allclose(np.delete(g[:, 0], 120, axis=1), 0.0)
     assert np.allclose(g[:, 1, 150], -1.0)
     wave = 8000 + 0.05 * np.arange(200)
-    lines = [{"wavelength_air_A": wave[120], "species": "Mg I"}, {"wavelength_air_A": wave[150], "species": "Al I"}]
+    line = lambda px, sp: {"wavelength_air_A": float(wave[px]), "species": sp, "excitation_eV": 4.0,
+                           "depth": 0.3}
+    lines = [line(120, "Mg I"), line(150, "Al I")] + [line(px, "Fe I") for px in (20, 40, 60, 80, 180)]
     mg = saliency.line_mask(wave, lines, "Mg I", 0.12)
     assert mg[120] and not mg[150] and mg.sum() == 5  # ±0.12 Å at 0.05 Å pixels: 2 either side
     share = saliency.power_share(g[0, 0], mg)
     assert share == pytest.approx(1.0)
-    v = saliency.verdict(share, saliency.shift_null(g[0, 0], mg, 200, seed=1, min_shift=10))
-    assert v["reads_own_lines"] and v["enrichment"] > 10 and v["p"] < 0.01
+    null, info = saliency.matched_null(g[0, 0], wave, lines, "Mg I", 0.12, n_draws=200, seed=1)
+    assert info["n_matched"] == 1 and np.all(null == 0.0)  # matched Fe lines collect nothing
+    v = saliency.verdict(saliency.power_share(g[0, 0], info["own_mask"]), null)
+    assert v["reads_own_lines"] and v["p"] < 0.01
     al = saliency.line_mask(wave, lines, ("Al I",), 0.12)
     assert saliency.power_share(g[0, 0], al) == 0.0
     m = saliency.species_enrichment({"mg_fe": g[0, 0], "al_fe": g[0, 1]}, wave, lines,
@@ -44,14 +48,31 @@ def test_a_model_that_sees_one_pixel_has_all_its_gradient_there():
 
 
 def test_white_noise_gradient_is_not_called_a_line_reader():
-    g = np.random.default_rng(3).normal(0, 1, 5000)
-    mask = np.zeros(5000, bool)
-    mask[::50] = True
-    null = saliency.shift_null(g, mask, 300, seed=2)
-    assert np.mean(null) == pytest.approx(mask.mean(), rel=0.15)
-    assert not saliency.verdict(saliency.power_share(g, mask), null)["reads_own_lines"]
+    rng = np.random.default_rng(3)
+    wave = 8000 + 0.05 * np.arange(5000)
+    g = rng.normal(0, 1, 5000)
+    lines = ([{"wavelength_air_A": float(wave[i]), "species": "Mg I", "excitation_eV": 5.0, "depth": 0.1}
+              for i in range(10, 5000, 100)]
+             + [{"wavelength_air_A": float(wave[i]), "species": "Fe I", "excitation_eV": 5.2, "depth": 0.12}
+                for i in range(60, 5000, 100)])
+    null, info = saliency.matched_null(g, wave, lines, "Mg I", 0.1, n_draws=300, seed=2)
+    share = saliency.power_share(g, info["own_mask"])
+    assert np.mean(null) == pytest.approx(info["own_mask"].mean(), rel=0.2)
+    assert not saliency.verdict(share, null)["reads_own_lines"]
 
 
+def test_lines_are_matched_in_depth_and_excitation_only():
+    wave = 8000 + 0.05 * np.arange(2000)
+    g = np.zeros(2000)
+    g[1000] = 1.0  # the gradient sits on a deep, low-excitation Fe line ...
+    lines = [{"wavelength_air_A": float(wave[200]), "species": "Mg I", "excitation_eV": 5.9, "depth": 0.05},
+             {"wavelength_air_A": float(wave[1000]), "species": "Fe I", "excitation_eV": 1.0, "depth": 0.6},
+             {"wavelength_air_A": float(wave[1500]), "species": "Fe I", "excitation_eV": 5.8, "depth": 0.06}]
+    null, info = saliency.matched_null(g, wave, lines, "Mg I", 0.1, n_draws=20)
+    assert np.all(null == 0.0)  # ... which is no match for a weak high-excitation Mg line
+    depths = saliency.line_depths(wave, 1 - 0.01 * np.arange(2000) / 2000, lines)
+    assert depths[1] == pytest.approx(0.005, abs=1e-4)
+    assert len(saliency.visible_lines(lines, depths, 0.004)) == 2
 def test_subsample_box_and_selection():
     sub = saliency.SubSample("x", (5000, 6000), (4.0, 4.5), (-0.2, 0.2))
     teff = np.array([5500, 5500, 6500, 5500])

@@ -18,7 +18,8 @@ import numpy as np
 
 from . import paths
 
-__all__ = ["ELEMENTS", "Element", "load_reference_lines", "species_name", "element_by_z"]
+__all__ = ["ELEMENTS", "Element", "load_reference_lines", "load_line_list", "species_name",
+           "element_by_z"]
 
 
 @dataclass(frozen=True)
@@ -112,4 +113,30 @@ def load_reference_lines(path: Path = paths.LINES_STRONG) -> list[dict]:
     for r in rows:
         for k in numeric:
             r[k] = _float(r[k])
+    return rows
+
+
+def load_line_list(path: Path | None = None, verify: bool = True) -> list[dict]:
+    """Every Gaia-ESO v6 line (and Paschen line) under HR10 and HR21: ``species``,
+    ``wavelength_air_A``, ``excitation_eV``, ``loggf``.
+
+    Written by ``scripts/extract_lines.py`` from the sdist the synthesis grid was made
+    from; the shipped file's SHA-256 (``data_manifest.yaml``, section ``lines``) is checked.
+    """
+    from .manifest import load_manifest, sha256_of
+
+    path = Path(path) if path else paths.PACKAGE_DATA / "lines_ges_hr.csv"
+    how = "regenerate it with scripts/extract_lines.py (see its docstring)"
+    if not path.exists():
+        raise RuntimeError(f"the line list {path} is missing; {how}")
+    if verify and path.parent == paths.PACKAGE_DATA:
+        declared = ((load_manifest().get("lines") or {}).get("parts") or {}).get(path.name)
+        if declared != sha256_of(path):
+            raise RuntimeError(f"the line list {path} does not match its checksum in "
+                               f"data_manifest.yaml (section lines); {how}")
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for k in ("wavelength_air_A", "excitation_eV", "loggf"):
+            r[k] = float(r[k])
     return rows

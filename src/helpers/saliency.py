@@ -3,9 +3,11 @@
 For every kept model and label, d(scaled output)/d(flux pixel) is averaged over a
 homogeneous sub-sample of stars (as Ambrosch et al. 2023 did for solar twins), and
 the result is tested against the line list: what share of the gradient's power
-(sum of squares) falls in narrow windows around the lines of the label's own
-element, compared with windows of the same total width placed at random
-(the same windows shifted along the spectrum).
+(sum of squares) falls in narrow windows around every line of the label's own
+element that is visible in the sub-sample's spectrum, compared with the share
+in windows around lines of *other* species matched one by one in depth and
+excitation potential (:func:`matched_null`): the fair chance level, since any
+visible line carries information about Teff, log g and [Fe/H].
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["SubSample", "DEFAULT_SUBSAMPLES", "select_subsample", "mean_gradients", "line_mask",
-           "OWN_SPECIES", "power_share", "shift_null", "species_enrichment", "verdict"]
+           "OWN_SPECIES", "power_share", "line_depths", "visible_lines", "matched_null",
+           "species_enrichment", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -98,24 +101,99 @@ def power_share(grad, mask) -> float:
     return float(p[mask].sum() / tot) if tot > 0 else float("nan")
 
 
-def shift_null(grad, mask, n_shifts: int = 500, seed: int = 0, min_shift: int = 40) -> np.ndarray:
-    """Shares of the same windows shifted along the spectrum (circularly, by at least
-    ``min_shift`` pixels): what windows of the same total width collect by chance."""
-    rng = np.random.default_rng(seed)
-    n = mask.size
-    shifts = rng.integers(min_shift, n - min_shift, n_shifts)
+def line_depths(wave, flux, lines: list[dict]) -> np.ndarray:
+    """Depth 1 − flux at each line's pixel in a (mean) spectrum; NaN off the grid."""
+    wave = np.asarray(wave, float)
+    flux = np.asarray(flux, float)
+    w = np.array([float(r["wavelength_air_A"]) for r in lines])
+    i = np.clip(np.searchsorted(wave, w), 1, wave.size - 1)
+    i = np.where(np.abs(wave[i - 1] - w) < np.abs(wave[i] - w), i - 1, i)
+    d = 1.0 - flux[i]
+    step = np.median(np.diff(wave))
+    return np.where(np.abs(wave[i] - w) <= step, d, np.nan)
+
+
+def visible_lines(lines: list[dict], depths, min_depth: float) -> list[dict]:
+    """The lines at least ``min_depth`` deep, each with its ``depth``."""
+    return [dict(r, depth=float(d)) for r, d in zip(lines, depths) if np.isfinite(d) and d >= min_depth]
+
+
+def matched_null(grad, wave, lines: list[dict], species, half_width: float, n_draws: int = 500,
+                 seed: int = 0, depth_factor: float = 1.5, excit_tol: float = 1.0):
+    """Shares collected by windows around lines of other species matched to the label's own.
+
+    For every line of ``species`` in ``lines`` (which carry a ``depth``, see
+    :func:`visible_lines`), the candidates are lines of other species within a factor
+    ``depth_factor`` in depth and ``excit_tol`` eV in excitation potential, farther than
+    one window width (2 × ``half_width``) from any own line, so that no null window
+    overlaps an own one (for an element with hundreds of lines, such as Fe, few
+    lines qualify: ``n_matched`` says how many own lines found a match). Each draw picks one candidate per own line
+    (a candidate once per draw while others remain, tried up to eight times) and measures the share of the
+    gradient's power in their windows.
+
+    Returns
+    -------
+    null : ndarray (n_draws,), and a dict with ``n_own`` and ``n_matched`` (own lines
+    that had candidates; the others are left out of both the share and the null),
+    and ``own_mask`` (the windows of the matched own lines).
+    """
+    species = (species,) if isinstance(species, str) else tuple(species)
+    wave = np.asarray(wave, float)
     p = np.asarray(grad, float) ** 2
     tot = p.sum()
-    if tot <= 0:
-        return np.full(n_shifts, np.nan)
-    return np.array([p[np.roll(mask, s)].sum() / tot for s in shifts])
+    step = float(np.median(np.diff(wave)))
+    hw = int(round(half_width / step))
+    own = [r for r in lines if r["species"] in species]
+    other = [r for r in lines if r["species"] not in species]
+    ow = np.array([r["wavelength_air_A"] for r in own])
+    xw = np.array([r["wavelength_air_A"] for r in other])
+    xd = np.log(np.array([r["depth"] for r in other])) if other else np.array([])
+    xc = np.array([r["excitation_eV"] for r in other])
+    far = (np.min(np.abs(xw[:, None] - ow[None, :]), axis=1) > 2 * half_width) if len(own) and len(other) \
+        else np.ones(len(other), bool)
+    cands, matched = [], []
+    for r in own:
+        c = np.nonzero(far & (np.abs(xd - np.log(r["depth"])) <= np.log(depth_factor))
+                       & (np.abs(xc - r["excitation_eV"]) <= excit_tol))[0]
+        if c.size:
+            cands.append(c)
+            matched.append(r)
+    info = {"n_own": len(own), "n_matched": len(matched)}
+
+    def windows(centres):
+        m = np.zeros(wave.size, bool)
+        idx = np.searchsorted(wave, centres)
+        for off in range(-hw, hw + 1):
+            j = idx + off
+            m[j[(j >= 0) & (j < wave.size)]] = True
+        return m
+
+    info["own_mask"] = windows(np.array([r["wavelength_air_A"] for r in matched])) if matched else \
+        np.zeros(wave.size, bool)
+    if not matched or tot <= 0:
+        return np.full(n_draws, np.nan), info
+    rng = np.random.default_rng(seed)
+    null = np.empty(n_draws)
+    for k in range(n_draws):
+        used: set = set()
+        pick = []
+        for i in rng.permutation(len(cands)):  # a candidate once per draw where others remain
+            c = cands[i]
+            for _ in range(8):
+                j = int(c[rng.integers(c.size)])
+                if j not in used:
+                    break
+            used.add(j)
+            pick.append(j)
+        null[k] = p[windows(xw[np.array(pick)])].sum() / tot
+    return null, info
 
 
 def verdict(share: float, null: np.ndarray, min_enrichment: float = 2.0, alpha: float = 0.01) -> dict:
     """Enrichment over chance and a verdict.
 
     Returns ``share``, ``chance`` (mean of the null), ``enrichment`` (share / chance), ``p``
-    (fraction of shifted windows that collect at least ``share``; with ``len(null)`` shifts the
+    (fraction of null draws that collect at least ``share``; with ``len(null)`` draws the
     smallest value is 1/(len(null)+1)) and ``reads_own_lines`` (enrichment ≥ ``min_enrichment`` and
     p ≤ ``alpha``).
     """

@@ -16,7 +16,7 @@ def test_wheel_contains_package_and_data(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for f in ("helpers/__init__.py", "helpers/pipeline.py", "helpers/emulator.py",
               "helpers/data/lines_strong.csv", "helpers/data/benchmarks.csv",
-              "helpers/data/sky_paranal.npz"):
+              "helpers/data/sky_paranal.npz", "helpers/data/lines_ges_hr.csv"):
         assert f in names, f
 
 

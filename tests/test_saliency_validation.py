@@ -178,3 +178,21 @@ def test_gc_reading_follows_the_measured_response():
     assert "barely follows" in validation.gc_reading(blind)
     assert "read from the spectra" in validation.gc_reading(seeing)
     assert "not measured" in validation.gc_reading([])
+
+
+def test_the_shipped_line_list_loads_and_a_tampered_one_is_refused(tmp_path, monkeypatch):
+    from helpers import paths
+    from helpers.lines import load_line_list
+
+    lines = load_line_list()
+    species = {r["species"] for r in lines}
+    assert {"Mg I", "Al I", "Fe I", "Fe II", "Ca II", "H I"} <= species
+    al = [r["wavelength_air_A"] for r in lines if r["species"] == "Al I"]
+    assert any(abs(w - 8772.87) < 0.05 for w in al) and any(abs(w - 8773.90) < 0.05 for w in al)
+    fake = tmp_path / "data"
+    fake.mkdir()
+    src = (paths.PACKAGE_DATA / "lines_ges_hr.csv").read_text()
+    (fake / "lines_ges_hr.csv").write_text(src.replace("Al I", "Xx I", 1))
+    monkeypatch.setattr(paths, "PACKAGE_DATA", fake)
+    with pytest.raises(RuntimeError, match="checksum"):
+        load_line_list()

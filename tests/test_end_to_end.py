@@ -26,6 +26,11 @@ def test_quick_pipeline_runs_every_notebook(quick_run):
         assert rec["status"] == "ok" and rec["wall_time_s"] > 0
         for out in rec["outputs"]:
             assert (root / "quick").resolve() in Path(out).parents
+    # every number the landing page quotes is produced by the run (a renamed glue key would
+    # otherwise print "(not in this run)" without failing)
+    subs = book.run_substitutions(root / "quick")
+    missing = [name for name, *_ in book.HEADLINES if subs[name] == book.MISSING]
+    assert not missing, missing
     # nothing changed: a second run skips everything
     again = pipeline.run_pipeline("quick", run_root=root, log=lambda *_: None)
     assert all(p.action == "skip" for p in again)

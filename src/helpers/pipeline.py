@@ -3,7 +3,7 @@
 Usage (see ``python -m helpers.pipeline --help``)::
 
     python -m helpers.pipeline --profile quick
-    python -m helpers.pipeline --profile default --only 01_prepare_data -p 01_prepare_data.n_stars=500
+    python -m helpers.pipeline --profile default --only 01_prepare_data -p 01_prepare_data.n_field=500
     python -m helpers.pipeline --profile default --from 02 --force
 
 What it guarantees

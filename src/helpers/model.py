@@ -527,8 +527,9 @@ def train_ensemble(x_train, y_train, x_val, y_val, *, n_models: int, cfg: ModelC
     members = []
     for i in range(n_models):
         s = member_seed(seed, i)
-        log(f"member {i + 1}/{n_models} (seed {s})")
-        model, hist, seconds = train_member(x_train, y_train, x_val, y_val, cfg, s)
+        model, hist, seconds = train_member(x_train, y_train, x_val, y_val, cfg, s, log_every=0)
+        log(f"member {i + 1}/{n_models} (seed {s}): {len(hist['val_loss'])} epochs, best validation "
+            f"loss {min(hist['val_loss']):.4g}, {seconds:.0f} s")
         path = save_member(model, Path(out_dir) / f"member_{i:02d}", scaler=scaler, grid=grid, cfg=cfg,
                            seed=s, history=hist, seconds=seconds)
         members.append({"path": str(path), "seed": s, "best_val_loss": float(min(hist["val_loss"])),

@@ -59,9 +59,12 @@ def test_strict_book_build(quick_run, quick_book):
             assert "mybinder.org/v2/gh/" in page and f"{f}.ipynb" in page  # launch buttons open this chapter
             assert "colab.research.google.com/github/" in page
             assert f"_sources/{f}.ipynb" in page  # download as .ipynb
-            # the injected parameters are there, collapsed (hidden input, a toggle to show them)
+            # this run's parameters are shown open; the notebook's defaults are collapsed
             m = re.search(r'class="cell tag_injected-parameters[^"]*"', page)
-            assert "tag_hide-cell" in m.group(0) and '<details class="admonition hide' in page[m.end():m.end() + 80]
+            assert m and "tag_hide-cell" not in m.group(0)
+            assert "Parameters of this run" in page
+            m = re.search(r'class="cell tag_parameters[^"]*"', page)
+            assert m and "tag_hide-cell" in m.group(0)
             nb = (root / "quick" / "notebooks" / (f.split("/")[1] + ".ipynb")).read_text()
             n_figs = len(set(re.findall(r'glue:figure\}\s+(\w+)', nb)))
             assert page.count("<img") >= n_figs > 0

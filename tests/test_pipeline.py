@@ -68,10 +68,13 @@ def test_runs_in_order_and_records(project):
     for key in ("git_commit", "packages", "wall_time_s", "machine", "seed"):
         assert key in rec
     assert "numpy" in rec["packages"] and rec["machine"]["cpu_count"] >= 1
-    # the injected-parameters cell is collapsed for the book
+    # the book shows this run's parameters, and collapses the notebook's defaults
     nb = nbformat.read(rd / "notebooks" / "01_first.ipynb", as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert injected and "hide-cell" in injected[0].metadata["tags"]
+    assert injected and "hide-cell" not in injected[0].metadata["tags"]
+    assert injected[0].source.startswith(pipeline.RUN_PARAMETERS_HEADER)
+    defaults = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert defaults and "hide-cell" in defaults[0].metadata["tags"]
 
 
 def test_skip_when_unchanged_and_rerun_downstream(project):

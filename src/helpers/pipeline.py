@@ -574,15 +574,28 @@ def _run_one(plan: Plan, run_dir: Path, profile: str, limit: float, cache: _Dige
     log(f"finished {nb.stem} in {wall:.1f} s")
 
 
+#: First line of the injected-parameters cell as the book shows it.
+RUN_PARAMETERS_HEADER = "# Parameters of this run (the notebook's defaults are in the collapsed cell above)"
+
+
 def _collapse_injected(nb_path: Path) -> None:
-    """Tag papermill's injected-parameters cell so the book shows it collapsed."""
+    """Make the book show this run's parameters: papermill's injected cell stays open under a
+    header that says so, and the notebook's own defaults cell is collapsed."""
     nb = nbformat.read(nb_path, as_version=4)
     changed = False
     for cell in nb.cells:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if "injected-parameters" in tags and "hide-cell" not in tags:
+        if "parameters" in tags and "hide-cell" not in tags:
             tags.append("hide-cell")
             changed = True
+        if "injected-parameters" in tags:
+            if "hide-cell" in tags:
+                tags.remove("hide-cell")
+                changed = True
+            lines = cell.source.splitlines()
+            if lines and lines[0].strip() == "# Parameters":
+                cell.source = "\n".join([RUN_PARAMETERS_HEADER] + lines[1:])
+                changed = True
     if changed:
         with atomic_path(nb_path) as tmp:
             nbformat.write(nb, tmp)

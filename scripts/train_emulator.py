@@ -45,12 +45,12 @@ def main(argv=None) -> int:
     ap.add_argument("--components", type=int, default=250,
                     help="principal components the network predicts (0: every pixel; at most "
                          "the number of training stars)")
-    ap.add_argument("--epochs", type=int, default=3000)
+    ap.add_argument("--epochs", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--learning-rate", type=float, default=1e-3)
     ap.add_argument("--patience", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--learning-curve", default="0.25,0.5",
+    ap.add_argument("--learning-curve", default="0.5",
                     help="also fit on these fractions of the training stars (the first ones of the "
                          "design, which fill the space by themselves) and record the test accuracy "
                          "of each, to show how the accuracy grows with the grid ('' for none)")

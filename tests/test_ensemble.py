@@ -179,7 +179,10 @@ def test_inheritance_rows_tell_a_copied_offset_from_the_truth():
 
 
 def test_inheritance_verdict_follows_the_shares():
-    rows = [{"share": 0.9}, {"share": 0.2}]
-    assert "repeats 1 of the 2" in ensemble.inheritance_verdict(rows)
-    assert "none of the 1" in ensemble.inheritance_verdict([{"share": 0.1}])
+    row = lambda share: {"share": share, "label": "logg", "kind": "giants", "method": share * 0.1,
+                         "planted": 0.1}
+    v = ensemble.inheritance_verdict([row(0.9), row(0.2)])
+    assert "repeats 1" in v and "leaves 1 behind" in v and "as if they were physics" in v
+    v = ensemble.inheritance_verdict([row(0.1), row(3.5), row(-2.0)])
+    assert "repeats 0" in v and "in 2 its own bias is larger" in v and "physics" not in v
     assert "no kind of star" in ensemble.inheritance_verdict([])

@@ -198,20 +198,27 @@ def inheritance_rows(table, rows, prefix: str = "cnn") -> list[dict]:
     return out
 
 
-def inheritance_verdict(rows: list[dict], copied: float = 0.5) -> str:
+def inheritance_verdict(rows: list[dict], lo: float = 0.5, hi: float = 1.5) -> str:
     """A sentence from :func:`inheritance_rows`: how many planted offsets the method repeats
-    (share ≥ ``copied``) and the range of the shares."""
+    (share within [``lo``, ``hi``]), how many it leaves behind (share below ``lo``) and where
+    its own bias is larger than the planted one and unrelated to it (above ``hi``, or of the
+    opposite sign)."""
     if not rows:
         return "no kind of star in the test part carries a planted offset large enough to measure."
     shares = np.array([r["share"] for r in rows])
-    n_copy = int(np.sum(shares >= copied))
-    span = (f"(shares {shares.min():.2f} to {shares.max():.2f}, median {np.median(shares):.2f})")
-    if n_copy == 0:
-        return (f"the network repeats none of the {len(rows)} planted offsets to {copied:.0%} or more "
-                f"{span}: for these stars it is closer to the truth than the labels it learned.")
-    return (f"the network repeats {n_copy} of the {len(rows)} planted offsets to at least {copied:.0%} "
-            f"{span}: where the share is high it has learned the survey's systematics as if they "
-            "were physics, and its labels carry them.")
+    n_rep = int(np.sum((shares >= lo) & (shares <= hi)))
+    n_left = int(np.sum((shares >= 0) & (shares < lo)))
+    n_own = len(rows) - n_rep - n_left
+    parts = [f"of the {len(rows)} planted offsets the network repeats {n_rep} "
+             f"(share {lo}–{hi}) and leaves {n_left} behind (share below {lo})"]
+    if n_own:
+        worst = max(rows, key=lambda r: abs(r["share"]))
+        parts.append(f"in {n_own} its own bias is larger than the planted one or of the other sign "
+                     f"(e.g. {worst['label']} of {worst['kind']}: {worst['method']:+.3g} against "
+                     f"{worst['planted']:+.3g} planted), an error of its own rather than an inherited one")
+    tail = ("; where it repeats them it has learned the survey's systematics as if they were physics."
+            if n_rep else ".")
+    return "; ".join(parts) + tail
 
 
 def write_predictions(path, table, meta: dict | None = None, overwrite: bool = True) -> Path:

@@ -196,3 +196,11 @@ def test_the_shipped_line_list_loads_and_a_tampered_one_is_refused(tmp_path, mon
     monkeypatch.setattr(paths, "PACKAGE_DATA", fake)
     with pytest.raises(RuntimeError, match="checksum"):
         load_line_list()
+
+
+def test_gc_verdict_says_not_reproduced_when_the_sign_is_wrong():
+    rows = [{"cnn_r": 0.8, "cnn_r_err": 0.05, "true_r": -0.8}, {"cnn_r": -0.7, "cnn_r_err": 0.1, "true_r": -0.9}]
+    assert validation.gc_verdict(rows, True).startswith("not reproduced: a significant anticorrelation in 1 of 2")
+    good = [dict(r, cnn_r=-0.8) for r in rows]
+    assert validation.gc_verdict(good, True).startswith("reproduced")
+    assert "not tested" in validation.gc_verdict([], True)

@@ -159,6 +159,7 @@ HEADLINES = (
     ("al_other_enr", "04_saliency", "top_other_al_fe_enr", ".1f"),
     ("gc_r_cnn", "05_validation", "cnn_r_mean", "+.2f"),
     ("gc_r_true", "05_validation", "true_r_mean", "+.2f"),
+    ("gc_verdict", "05_validation", "gc_verdict", ""),
     ("grad_cnn", "06_chemical_evolution", "gR_low_feh_CNN", "+.3f"),
     ("grad_truth", "06_chemical_evolution", "gR_low_feh_truth", "+.3f"),
     ("cannon_teff", "07_cannon", "cannon_teff_truth", ".0f"),

@@ -10,7 +10,7 @@ import numpy as np
 
 from .precision import robust_scatter
 
-__all__ = ["benchmark_over_bound", "gc_reading", "benchmark_rows", "benchmark_summary", "cluster_rows", "anticorrelation", "gc_rows",
+__all__ = ["benchmark_over_bound", "gc_reading", "gc_verdict", "benchmark_rows", "benchmark_summary", "cluster_rows", "anticorrelation", "gc_rows",
            "ExtrapolationFlag", "flag_rows"]
 
 
@@ -226,3 +226,20 @@ def gc_reading(response_rows: list[dict], star: str = "gc_2g", snr: float = 50.0
                 "finding about the network, not about the cluster.")
     return (facts + ": the network follows both labels in such a star, so the correlation it "
             "reports is read from the spectra.")
+
+
+def gc_verdict(gc_rows: list[dict], simulated: bool) -> str:
+    """Was the globular clusters' Mg–Al anticorrelation reproduced? A significant anticorrelation
+    (r more than two bootstrap errors below zero) in every cluster whose input has one."""
+    if not gc_rows:
+        return "not tested (no globular cluster with enough members)"
+    n = len(gc_rows)
+    anti = sum(1 for r in gc_rows if r["cnn_r"] + 2 * r["cnn_r_err"] < 0)
+    pos = sum(1 for r in gc_rows if r["cnn_r"] - 2 * r["cnn_r_err"] > 0)
+    if simulated:
+        want = sum(1 for r in gc_rows if r.get("true_r", 0.0) < 0)
+        ok = anti >= want > 0
+        head = "reproduced" if ok else "not reproduced"
+        return (f"{head}: a significant anticorrelation in {anti} of {n} clusters (the input has one in "
+                f"{want}), a significant positive correlation in {pos}")
+    return f"a significant anticorrelation in {anti} of {n} clusters, a positive correlation in {pos}"

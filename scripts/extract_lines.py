@@ -51,10 +51,8 @@ def main(argv=None) -> int:
     out = write_text(args.out, buf.getvalue())
     source = (f"Gaia-ESO v6 line list (Heiter et al. 2021) and Paschen lines from {sdist.name} "
               f"(sha256 {hashlib.sha256(sdist.read_bytes()).hexdigest()}): {TS_LINES}, {TS_HYDROGEN}")
-    M.record_section_info("lines", {"description": "atomic and hydrogen lines under HR10 and HR21",
-                                    "generator": "scripts/extract_lines.py", "source": source,
-                                    "folder": str(out.parent.relative_to(paths.REPO))})
-    M.record_grid_part(out.name, M.sha256_of(out), section="lines", replace=True)
+    M.declare_shipped_file("lines", out, {"description": "atomic and hydrogen lines under HR10 and HR21",
+                                    "generator": "scripts/extract_lines.py", "source": source})
     print(f"wrote {out}: {n} lines")
     return 0
 

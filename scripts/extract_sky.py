@@ -62,11 +62,9 @@ def main(argv=None) -> int:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, wave=wave[keep], sky=sky[keep].astype(np.float32),
                                 source=np.array(source))
-    M.record_section_info("sky", {
+    M.declare_shipped_file("sky", out, {
         "description": "Paranal night-sky spectrum under HR10 and HR21 (air wavelengths)",
-        "generator": "scripts/extract_sky.py", "source": source,
-        "folder": str(out.parent.relative_to(paths.REPO))})
-    M.record_grid_part(out.name, M.sha256_of(out), section="sky", replace=True)
+        "generator": "scripts/extract_sky.py", "source": source})
     print(f"wrote {out}: {keep.sum()} samples, {source}")
     return 0
 

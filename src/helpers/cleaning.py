@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 __all__ = ["CleaningConfig", "pca_features", "embed", "find_groups", "outlier_scores",
-           "decide", "clean", "removal_metrics", "halves", "choose_thresholds", "THRESHOLDS"]
+           "decide", "clean", "removal_metrics", "halves", "choose_thresholds", "THRESHOLDS",
+           "THRESHOLD_FACTORS", "LOST_WEIGHT"]
 
 
 @dataclass
@@ -253,6 +254,9 @@ def clean(flux, ivar, labels, cfg: CleaningConfig) -> dict:
 
 #: The decision's thresholds that :func:`choose_thresholds` may change.
 THRESHOLDS = ("group_threshold", "recon_chi2_max", "spike_z_max", "continuum_z_max")
+#: Factors on each threshold that :func:`choose_thresholds` tries, and the weight of lost good spectra.
+THRESHOLD_FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+LOST_WEIGHT = 5.0
 
 
 def halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +266,7 @@ def halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def choose_thresholds(groups, scores, defect, rows, cfg: CleaningConfig,
-                      factors=(0.5, 0.75, 1.0, 1.5, 2.0, 3.0), lost_weight: float = 5.0,
+                      factors=THRESHOLD_FACTORS, lost_weight: float = LOST_WEIGHT,
                       ignore=("low_snr",)):
     """Thresholds of the decision chosen on the spectra ``rows`` with known defects.
 

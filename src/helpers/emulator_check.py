@@ -71,10 +71,12 @@ def accuracy_summary(emu, data: GridData, by_region: bool = False) -> dict:
 
 
 def held_out_test(emu, data: GridData) -> GridData:
-    """The grid's test stars the emulator was scored on: the names in its record, or (records
-    written before they were kept) the test split inside the domain."""
+    """The grid's test stars the emulator was scored on (the names in its record)."""
     names = emu.record.get("test_names")
-    return data.named(names) if names else data.split("test").inside()
+    if not names:
+        raise KeyError("the emulator's record lists no test stars; retrain it with "
+                       "scripts/train_emulator.py")
+    return data.named(names)
 
 
 def _windows_mask(wave, windows):

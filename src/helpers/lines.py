@@ -123,17 +123,11 @@ def load_line_list(path: Path | None = None, verify: bool = True) -> list[dict]:
     Written by ``scripts/extract_lines.py`` from the sdist the synthesis grid was made
     from; the shipped file's SHA-256 (``data_manifest.yaml``, section ``lines``) is checked.
     """
-    from .manifest import load_manifest, sha256_of
+    from .manifest import verify_shipped_file
 
     path = Path(path) if path else paths.PACKAGE_DATA / "lines_ges_hr.csv"
-    how = "regenerate it with scripts/extract_lines.py (see its docstring)"
-    if not path.exists():
-        raise RuntimeError(f"the line list {path} is missing; {how}")
-    if verify and path.parent == paths.PACKAGE_DATA:
-        declared = ((load_manifest().get("lines") or {}).get("parts") or {}).get(path.name)
-        if declared != sha256_of(path):
-            raise RuntimeError(f"the line list {path} does not match its checksum in "
-                               f"data_manifest.yaml (section lines); {how}")
+    if verify:
+        verify_shipped_file("lines", path, "regenerate it with scripts/extract_lines.py (see its docstring)")
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     for r in rows:

@@ -19,7 +19,8 @@ from .fileio import write_text
 
 __all__ = ["load_manifest", "parameters_digest", "check_simulated", "record_simulated",
            "ChecksumError", "resolve_data_path", "real_entry", "verify_file", "register_real",
-           "verify_real_files", "sha256_of", "record_grid_part", "record_section_info"]
+           "verify_real_files", "sha256_of", "record_grid_part", "record_section_info",
+           "declare_shipped_file", "verify_shipped_file"]
 
 
 def load_manifest(path: str | Path | None = None) -> dict:
@@ -147,6 +148,31 @@ def record_section_info(section: str, info: dict, path: str | Path | None = None
     entry.update(info)
     entry["parts"] = parts  # checksums last, where a reader looks for them
     _write_manifest(path, data)
+
+
+def declare_shipped_file(section: str, path, info: dict) -> None:
+    """Declare a small shipped file made by a script (``info``: description, generator, source):
+    its folder and SHA-256 under ``section`` of the manifest (a regenerated file replaces it)."""
+    path = Path(path)
+    record_section_info(section, {**info, "folder": str(path.parent.resolve().relative_to(paths.REPO))})
+    record_grid_part(path.name, sha256_of(path), section=section, replace=True)
+
+
+def verify_shipped_file(section: str, path, how: str) -> Path:
+    """Refuse a shipped file that is missing or does not match its declared SHA-256.
+
+    ``how`` says how to regenerate it. Files outside the package's data folder (a user's
+    own) are not checked. Returns the path.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing; {how}")
+    if path.parent == paths.PACKAGE_DATA:
+        declared = ((load_manifest().get(section) or {}).get("parts") or {}).get(path.name)
+        if declared != sha256_of(path):
+            raise RuntimeError(f"{path} does not match its checksum in data_manifest.yaml "
+                               f"(section {section}); {how}")
+    return path
 
 
 # --------------------------------------------------------------------------- real data

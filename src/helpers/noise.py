@@ -39,7 +39,7 @@ from . import paths
 from .spectra import Grid, giraffe_grid
 
 __all__ = ["NATIVE_PIXELS", "READ_NOISE_E", "SKY_V_MAG", "SKY_RESIDUAL", "CONTINUUM_ERROR",
-           "NoiseModel", "load_sky", "counts_for_snr", "autocorrelation"]
+           "NoiseModel", "load_sky", "snr_of", "counts_for_snr", "autocorrelation"]
 
 #: Detector pixels along the dispersion (GIRAFFE's 2k × 4k EEV CCD, 15 µm pixels).
 NATIVE_PIXELS = 4096
@@ -63,17 +63,12 @@ def load_sky(path=None, verify: bool = True):
     Written by ``scripts/extract_sky.py`` from the PypeIt Paranal sky model; its
     SHA-256 is declared in ``data_manifest.yaml`` (section ``sky``) and checked here.
     """
-    from .manifest import load_manifest, sha256_of
+    from .manifest import verify_shipped_file
 
-    path = Path(path) if path else paths.PACKAGE_DATA / "sky_paranal.npz"
     how = "regenerate it with scripts/extract_sky.py (see its docstring)"
-    if not path.exists():
-        raise RuntimeError(f"the sky spectrum {path} is missing; {how}")
-    if verify and path.parent == paths.PACKAGE_DATA:
-        declared = ((load_manifest().get("sky") or {}).get("parts") or {}).get(path.name)
-        if declared != sha256_of(path):
-            raise RuntimeError(f"the sky spectrum {path} does not match its checksum in "
-                               f"data_manifest.yaml (section sky); {how}")
+    path = Path(path) if path else paths.PACKAGE_DATA / "sky_paranal.npz"
+    if verify:
+        verify_shipped_file("sky", path, how)
     try:
         with np.load(path, allow_pickle=False) as z:
             return np.asarray(z["wave"], float), np.asarray(z["sky"], float)
@@ -109,6 +104,12 @@ def _interp_weights(x_from: np.ndarray, x_to: np.ndarray):
     i0 = np.clip(np.searchsorted(x_from, x_to) - 1, 0, len(x_from) - 2)
     t = np.clip((x_to - x_from[i0]) / (x_from[i0 + 1] - x_from[i0]), 0.0, 1.0)
     return i0, t
+
+
+def snr_of(counts_e, sky_e, read_noise=READ_NOISE_E):
+    """Continuum S/N per native pixel, C / sqrt(C + sky + RON²) (what the survey quotes)."""
+    c = np.asarray(counts_e, float)
+    return c / np.sqrt(c + np.asarray(sky_e, float) + read_noise ** 2)
 
 
 def counts_for_snr(snr, sky_e, read_noise=READ_NOISE_E):
@@ -223,11 +224,6 @@ class NoiseModel:
         lo, hi = var_nat[:, i0], var_nat[:, i0 + 1]
         ivar = 1.0 / (lo * (1.0 - t) ** 2 + hi * t ** 2)
         return self.to_grid(x).astype(np.float32, copy=False), ivar.astype(np.float32, copy=False)
-
-    def snr(self, counts_e, sky_e, read_noise=READ_NOISE_E):
-        """Continuum S/N per native pixel, C / sqrt(C + sky + RON²) (what the survey quotes)."""
-        c = np.asarray(counts_e, float)
-        return c / np.sqrt(c + np.asarray(sky_e, float) + read_noise ** 2)
 
     def fisher(self, J, flux, counts_e, sky_e, mask=None):
         """Fisher information of the labels, F = (B J)ᵀ Σ⁻¹ (B J), per star.

@@ -30,7 +30,7 @@ from .galaxy import (FRAME, GalaxyModel, abs_mag_v, galactocentric, halo_al, kie
                      low_alpha_alpha, low_alpha_mg, metallicity_shift, sample_field_stars, thin_al)
 from .grid import DOMAIN, VMIC_BAND
 from .grid import in_domain as grid_in_domain
-from .noise import SKY_V_MAG, NoiseModel, counts_for_snr
+from .noise import SKY_V_MAG, NoiseModel, counts_for_snr, snr_of
 from .simulate import ForwardModel, default_vmic, grid_labels
 from .survey_labels import survey_labels
 
@@ -311,7 +311,7 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
 
     # S/N from magnitude and exposure (photon, sky and read noise; :mod:`helpers.noise`)
     counts, sky = _exposure(cat, cfg, rng)
-    nm_snr = _snr(counts, sky)
+    nm_snr = snr_of(counts, sky)
     is_b = cat["group"] == "benchmark"
     first_b = np.zeros(n, bool)
     if is_b.any():  # benchmarks: once at S/N 250, once at a survey-like S/N
@@ -337,7 +337,7 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
     defect[bad] = np.array(DEFECTS)[np.arange(n_bad) % len(DEFECTS)]
     defect = defect.astype(str)
     snr = np.where(defect == "low_snr", rng.uniform(2.0, 6.0, n), snr)
-    counts = np.where(np.isclose(snr, _snr(counts, sky)), counts, counts_for_snr(snr, sky))
+    counts = np.where(np.isclose(snr, snr_of(counts, sky)), counts, counts_for_snr(snr, sky))
     vsini = np.where(defect == "fast_rotator", rng.uniform(40, 150, n), vsini)
     rv = np.where(defect == "rv_error", rng.choice([-1, 1], n) * rng.uniform(15, 80, n), rv)
 
@@ -388,12 +388,6 @@ EXPOSURE_BLOCKS = ((1500.0, 0.3), (3000.0, 0.5), (4500.0, 0.2))
 THROUGHPUT_SCATTER = 0.3
 
 
-def _snr(counts, sky):
-    from .noise import READ_NOISE_E
-
-    return counts / np.sqrt(counts + sky + READ_NOISE_E ** 2)
-
-
 def _exposure(cat: dict, cfg: SurveyConfig, rng) -> tuple[np.ndarray, np.ndarray]:
     """Star and sky continuum counts per native pixel [e⁻] from V magnitude and exposure.
 
@@ -416,7 +410,7 @@ def _exposure(cat: dict, cfg: SurveyConfig, rng) -> tuple[np.ndarray, np.ndarray
     lo, hi = -6.0, 6.0  # log10 of the count rate of a V = 15 star [e⁻/s/pixel]
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if np.median(_snr(10 ** mid * star[field], 10 ** mid * sky[field])) < cfg.snr_median:
+        if np.median(snr_of(10 ** mid * star[field], 10 ** mid * sky[field])) < cfg.snr_median:
             lo = mid
         else:
             hi = mid

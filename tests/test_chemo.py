@@ -68,3 +68,59 @@ def test_gradient_decomposition_names_the_ingredient_that_flattens():
     assert sel["diff_R"] == pytest.approx(0.0, abs=1e-6)  # selection is perfect
     assert lab["diff_R"] == pytest.approx(0.03, abs=0.003)  # the labels halve the gradient
     assert lab["shrinkage"] == pytest.approx(0.5, abs=0.02)
+
+
+def _two_discs(n_thin=3000, n_thick=1000, seed=2):
+    rng = np.random.default_rng(seed)
+    f = np.r_[rng.uniform(-0.8, 0.3, n_thin), rng.uniform(-1.0, -0.2, n_thick)]
+    pop = np.r_[np.full(n_thin, "thin"), np.full(n_thick, "thick")]
+    mg = np.r_[low_alpha_mg(f[:n_thin]), high_alpha_mg(f[n_thin:])] + rng.normal(0, 0.02, f.size)
+    al = np.where(pop == "thick", 0.25, 0.05) + rng.normal(0, 0.03, f.size)
+    return f, mg, al, pop
+
+
+def test_split_decomposition_separates_shrinkage_from_scatter():
+    f, mg, _, pop = _two_discs()
+    mean = mg.mean()
+    squeezed = mean + 0.3 * (mg - mean)  # a method that only shrinks [Mg/Fe], without scatter
+    rows = chemo.split_decomposition({"truth": {"feh": f, "mg_fe": mg}, "M": {"feh": f, "mg_fe": squeezed}}, pop, "M")
+    by = {r["case"]: r for r in rows}
+    assert by["reference"]["completeness"] > 0.9
+    assert by["[Fe/H] only"]["diff_completeness"] == 0.0  # the method's [Fe/H] is the truth
+    assert by["[Mg/Fe] shrinkage only"]["slope"] == pytest.approx(0.3, abs=1e-9)
+    # the residuals are zero, so "scatter only" is the reference, and "shrinkage only" is the method
+    assert by["[Mg/Fe] scatter only"]["completeness"] == by["reference"]["completeness"]
+    assert by["[Mg/Fe] shrinkage only"]["completeness"] == by["[Mg/Fe] only"]["completeness"] == by["both"]["completeness"]
+    # scatter as large as the gap between the sequences blurs the split
+    noisy = mg + np.random.default_rng(3).normal(0, 0.15, mg.size)
+    rows = chemo.split_decomposition({"truth": {"feh": f, "mg_fe": mg}, "M": {"feh": f, "mg_fe": noisy}}, pop, "M")
+    assert rows[2]["diff_completeness"] < -0.1 or rows[2]["diff_purity"] < -0.1
+    assert rows[3]["slope"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_al_separation_and_its_decomposition_have_known_answers():
+    f, mg, al, pop = _two_discs()
+    thick = pop == "thick"
+    sep = chemo.al_separation(f, al, thick, ~thick)
+    assert sep["separation"] == pytest.approx(0.20, abs=0.01) and sep["n_bins"] >= 5
+    assert np.isnan(chemo.al_separation(f, al, thick, ~thick, feh_range=(0.5, 0.8))["separation"])
+    half = 0.5 * al  # the method halves [Al/Fe]; its α classes are the true ones
+    rows = chemo.al_decomposition({"truth": {"feh": f, "al_fe": al}, "M": {"feh": f, "al_fe": half}}, thick, pop, "M")
+    ref, sel, lab, shrink, scatter, both = rows
+    assert sel["diff"] == pytest.approx(0.0, abs=1e-12)  # perfect selection
+    assert lab["separation"] == pytest.approx(0.5 * ref["separation"], rel=1e-9)
+    assert shrink["slope"] == pytest.approx(0.5, abs=1e-9) and shrink["separation"] == pytest.approx(lab["separation"], rel=1e-9)
+    assert scatter["diff"] == pytest.approx(0.0, abs=1e-12)
+    verdict = chemo.decomposition_verdict(rows, "diff", "the [Al/Fe] separation", " dex", singles=(1, 2))
+    assert "one ingredient, the M's labels" in verdict and "criterion" in verdict
+    rows[1]["diff"] = rows[2]["diff"]  # two equal causes
+    assert "No single ingredient" in chemo.decomposition_verdict(rows, "diff", "x", singles=(1, 2))
+
+
+def test_decomposition_verdict_says_when_ingredients_do_not_add():
+    rows = [{"case": "ref", "d": 0.0}, {"case": "a", "ingredient": "A", "d": -0.01},
+            {"case": "b", "ingredient": "B", "d": -0.09}, {"case": "both", "d": -0.30}]
+    v = chemo.decomposition_verdict(rows, "d", "the share", singles=(1, 2))
+    assert "one ingredient, B" in v and "do not simply add" in v and "-0.100" in v
+    rows[-1]["d"] = -0.10
+    assert "do not simply add" not in chemo.decomposition_verdict(rows, "d", "the share", singles=(1, 2))

@@ -112,3 +112,26 @@ def test_bad_input_is_refused_with_a_reason(tmp_path):
         cannon.load(tmp_path / "broken.npz")
     with pytest.raises(cannon.CannonError, match="does not exist"):
         cannon.load(tmp_path / "none.npz")
+
+
+def test_infer_file_gives_the_in_memory_labels_on_any_scheduler(tiny_survey, tmp_path):
+    from helpers import LABELS, parallel, survey
+    from helpers.dataset import read_dataset
+
+    cfg, path, cat = tiny_survey
+    data = read_dataset(path)
+    rows = survey.select_training(cat, cfg)
+    model = cannon.train(data.flux[rows], data.ivar[rows], data.labels("truth")[rows], list(LABELS),
+                         grid_digest=data.grid.digest)
+    mpath = cannon.save(model, tmp_path / "cannon.npz")
+    direct = cannon.infer(model, data.flux, data.ivar, grid_digest=data.grid.digest)
+    one = cannon.infer_file(mpath, path, block=50)
+    assert np.allclose(one["labels"], direct["labels"], rtol=1e-9, atol=1e-9)
+    with parallel.open_scheduler("local", n_workers=2, log=None) as sched:
+        two = cannon.infer_file(mpath, path, block=50, scheduler=sched)
+        again = cannon.infer_file(mpath, path, block=50, scheduler=sched)
+    assert np.array_equal(two["labels"], again["labels"]) and np.array_equal(two["chi2"], again["chi2"])
+    assert np.allclose(two["labels"], one["labels"], rtol=1e-9, atol=1e-9)
+    assert two["wall"] > 0 and "2 worker processes" in two["scheduler"]
+    with pytest.raises(cannon.CannonError):
+        cannon.infer_file(tmp_path / "missing.npz", path)

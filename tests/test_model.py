@@ -34,20 +34,33 @@ def test_flops_and_architecture():
     assert m.count_params() > 1_000_000
 
 
-def test_train_predict_save_load_round_trip(toy, tmp_path):
-    x, y = toy
-    scaler = M.LabelScaler.fit(y)
-    ys = scaler.scale(y)
-    grid = giraffe_grid()
-    members = M.train_ensemble(x[:64], ys[:64], x[64:], ys[64:], n_models=2, cfg=SMALL, seed=5,
-                               out_dir=tmp_path, scaler=scaler, grid=grid, log=lambda *_: None)
+def _training_rows(tiny_survey):
+    from helpers import survey
+
+    cfg, path, cat = tiny_survey
+    rows = survey.select_training(cat, cfg)
+    return path, rows[:64], rows[64:96]
+
+
+def test_train_predict_save_load_round_trip(tiny_survey, tmp_path):
+    from helpers.dataset import read_dataset
+
+    path, fit, val = _training_rows(tiny_survey)
+    data = read_dataset(path)
+    scaler = M.LabelScaler.fit(data.labels("survey")[fit])
+    grid = data.grid
+    lines = []
+    members = M.train_ensemble(path, fit, val, n_models=2, cfg=SMALL, seed=5, out_dir=tmp_path,
+                               scaler=scaler, log=lines.append)
     assert len(members) == 2 and members[0]["seed"] != members[1]["seed"]
+    assert len(lines) == 2 and lines[0].startswith("member 1/2")
     rec = json.loads((tmp_path / "member_00.json").read_text())
-    for key in ("labels", "scaler", "grid", "architecture", "seed", "packages", "history"):
+    for key in ("labels", "scaler", "grid", "architecture", "seed", "packages", "history", "fit_digest"):
         assert key in rec
     models = [M.load_member(m["path"], grid=grid)[0] for m in members]
+    x = M.prepare_inputs(data.flux[:20], data.ivar[:20])
     mean, std, per = M.ensemble_predict(models, x, scaler)
-    assert mean.shape == (len(x), 5) and np.all(std >= 0) and per.shape == (2, len(x), 5)
+    assert mean.shape == (20, 5) and np.all(std >= 0) and per.shape == (2, 20, 5)
     # a model does not load for data on another grid, or for other labels
     with pytest.raises(M.ModelMismatchError, match="Resample the data"):
         M.load_member(members[0]["path"], grid=giraffe_grid(("HR21",)))
@@ -55,6 +68,44 @@ def test_train_predict_save_load_round_trip(toy, tmp_path):
         M.load_member(members[0]["path"], labels=("teff", "logg"))
     with pytest.raises(FileNotFoundError, match="notebook 03"):
         M.load_member(tmp_path / "member_09")
+    # a killed run (member 1 never written) resumes: member 0 is kept, member 1 trained again
+    w0 = (tmp_path / "member_00.keras").stat().st_mtime_ns
+    for suffix in (".keras", ".json"):
+        (tmp_path / f"member_01{suffix}").unlink()
+    again = M.train_ensemble(path, fit, val, n_models=2, cfg=SMALL, seed=5, out_dir=tmp_path,
+                             scaler=scaler, log=None)
+    assert again[0].get("reused") and not again[1].get("reused")
+    assert (tmp_path / "member_00.keras").stat().st_mtime_ns == w0
+    assert again[1]["history"] == members[1]["history"]  # same seed, same process: same member
+    # other rows are other data: nothing is reused
+    other = M.train_ensemble(path, fit[:-1], val, n_models=1, cfg=SMALL, seed=5, out_dir=tmp_path,
+                             scaler=scaler, log=None)
+    assert not other[0].get("reused")
+
+
+def test_members_are_the_same_on_one_or_two_worker_processes(tiny_survey, tmp_path):
+    """Workers of one thread each: the number of workers does not change a member's weights (with
+    one worker, the second member trains in a process that trained the first)."""
+    from distributed import Client, LocalCluster
+
+    from helpers import parallel
+    from helpers.dataset import read_dataset
+
+    path, fit, val = _training_rows(tiny_survey)
+    scaler = M.LabelScaler.fit(read_dataset(path, rows=np.sort(fit)).labels("survey"))
+    weights = []
+    for n in (1, 2):
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                          env={"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+                               "OMP_NUM_THREADS": "1"}) as cluster, Client(cluster) as client:
+            sched = parallel.Scheduler("local", f"{n} workers", n, 1, client)
+            out = tmp_path / f"w{n}"
+            members = M.train_ensemble(path, fit, val, n_models=2, cfg=SMALL, seed=5, out_dir=out,
+                                       scaler=scaler, log=None, scheduler=sched)
+        weights.append([np.concatenate([w.ravel() for w in M.load_member(m["path"])[0].get_weights()])
+                        for m in members])
+    for a, b in zip(*weights):
+        assert np.array_equal(a, b), [float(np.abs(x - y).max()) for x, y in zip(*weights)]
 
 
 def test_same_seed_same_predictions(toy):

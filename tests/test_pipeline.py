@@ -149,7 +149,9 @@ def test_timeout_names_notebook(project):
     (["01_first.value=abc"], "parameter 'value' of 01_first must be int"),
     (["02_second.fail=3"], "parameter 'fail' of 02_second must be bool"),
     (["09.value=1"], "'09' names no single notebook"),
-    (["value=1"], "NOTEBOOK.NAME=VALUE"),
+    (["=1"], "NOTEBOOK.NAME=VALUE"),
+    (["nonsense=1"], "no notebook has a parameter 'nonsense'"),
+    (["tag=3"], "parameter 'tag' of 01_first must be str"),
 ])
 def test_bad_parameters_refused_before_running(project, override, match):
     with pytest.raises(pipeline.ParameterError, match=match):
@@ -209,3 +211,15 @@ def test_about_run_page_is_written_from_the_records(tmp_path):
     assert "Total: 2.0 minutes." in page and "| numpy | 9.9 |" in page and "cpu_count: 2" in page
     assert "n: 1" in page and "abcdef1234" in page
     assert "No run records" in book.about_run_page(tmp_path / "empty")
+
+
+def test_shared_parameters_reach_every_notebook_that_has_them(project):
+    nbs = pipeline.discover_notebooks(project["notebooks_dir"])
+    prof = {"shared": {"tag": "s"}, "notebooks": {"02_second": {"tag": "own"}}}
+    got = pipeline.resolve_parameters(nbs, prof, {})
+    assert got["01_first"]["tag"] == "s" and got["02_second"]["tag"] == "own"  # per notebook wins
+    got = pipeline.resolve_parameters(nbs, prof, pipeline.parse_overrides(["tag=cli"]))
+    assert got["01_first"]["tag"] == got["02_second"]["tag"] == "cli"  # the command line wins over the profile
+    got = pipeline.resolve_parameters(nbs, prof, pipeline.parse_overrides(["tag=cli", "02_second.tag=x"]))
+    assert got["02_second"]["tag"] == "x"
+    assert pipeline.parse_overrides(["scheduler=tcp://10.0.0.1:8786"]) == {pipeline.SHARED: {"scheduler": "tcp://10.0.0.1:8786"}}

@@ -27,7 +27,7 @@ import numpy as np
 
 from .fileio import atomic_path
 
-__all__ = ["CannonError", "CannonModel", "label_vector", "scaling", "train", "infer", "save", "load"]
+__all__ = ["CannonError", "CannonModel", "label_vector", "scaling", "train", "infer", "infer_file", "save", "load"]
 
 #: Format tag of a saved model.
 FORMAT = "cannon-quadratic-v1"
@@ -364,3 +364,64 @@ def load(path, grid_digest: str | None = None, label_names=None) -> CannonModel:
                         info=header.get("info", {}), **arrays)
     model.check(len(model.coeffs), grid_digest, label_names)
     return model
+
+
+def _infer_block_task(task: dict):
+    """Labels of one block of a data set file (a top-level function, so Dask workers can run it)."""
+    import time
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    from .dataset import read_dataset
+
+    model = load(task["model"], grid_digest=task["grid_digest"])
+    data = read_dataset(task["data"], rows=slice(task["start"], task["stop"]))
+    t0 = time.perf_counter()
+    with threadpool_limits(task["threads"]) if task["threads"] else nullcontext():
+        res = infer(model, data.flux, data.ivar, grid_digest=data.grid.digest, n_iter=task["n_iter"],
+                    batch=task["batch"])
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def infer_file(model_path, data_path, *, n_iter: int = 30, batch: int = 128, block: int = 4096,
+               scheduler="synchronous", log=None) -> dict:
+    """:func:`infer` for every spectrum of a data set file, one task per block of rows.
+
+    Workers read the saved model (:func:`save`) and their blocks from the files themselves (on a
+    cluster: shared paths); results are gathered in the file's row order. Each star's fit uses only
+    its own spectrum, but the BLAS sums of a block depend on the threads, so workers use one BLAS
+    thread each and give the same labels for any number of workers.
+
+    Returns
+    -------
+    dict
+        As :func:`infer`, plus ``seconds`` (fitting time summed over workers), ``wall`` (end to end)
+        and ``scheduler`` (where it ran).
+    """
+    import time
+    from contextlib import nullcontext
+
+    from . import parallel
+    from .dataset import n_spectra, read_grid
+
+    t_wall = time.perf_counter()
+    digest = read_grid(data_path).digest
+    load(model_path, grid_digest=digest)  # refuse a mismatch here, not in every worker
+    n = n_spectra(data_path)
+    opened = (nullcontext(scheduler) if isinstance(scheduler, parallel.Scheduler)
+              else parallel.open_scheduler(scheduler, log=log))
+    with opened as sched:
+        threads = None if sched.client is None else sched.threads_per_worker
+        tasks = [{"model": str(model_path), "data": str(data_path), "grid_digest": digest, "start": lo,
+                  "stop": min(lo + block, n), "n_iter": n_iter, "batch": batch, "threads": threads}
+                 for lo in range(0, n, block)]
+        parts = parallel.run_tasks(sched, _infer_block_task, tasks,
+                                   keys=[f"cannon-rows-{t['start']}-{t['stop']}" for t in tasks],
+                                   label="Cannon labels" if log else "")
+        desc = str(sched)
+    out = {k: np.concatenate([p[k] for p in parts]) for k in ("labels", "errors", "chi2", "reduced_chi2")}
+    out.update(seconds=float(sum(p["seconds"] for p in parts)), wall=time.perf_counter() - t_wall,
+               scheduler=desc)
+    return out

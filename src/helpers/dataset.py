@@ -28,7 +28,8 @@ from .fileio import atomic_path
 from .spectra import Grid
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "DatasetError", "Dataset", "DatasetWriter", "content_digest",
-           "write_dataset", "read_dataset", "read_catalogue", "subset_dataset"]
+           "write_dataset", "read_dataset", "read_catalogue", "read_grid", "n_spectra",
+           "subset_dataset"]
 
 FORMAT = "ges-mgal-dataset"
 FORMAT_VERSION = 1
@@ -230,6 +231,18 @@ def rows_by_id(ids, wanted) -> np.ndarray:
     except KeyError as exc:
         raise KeyError(f"identifier {exc.args[0]!r} is not in the catalogue: the files come from different "
                        "runs; re-run the pipeline from the notebook that made the older one") from None
+
+
+def n_spectra(path) -> int:
+    """How many spectra a data set file holds (nothing else is read)."""
+    with _open(path) as h:
+        return int(h["flux"].shape[0])
+
+
+def read_grid(path) -> Grid:
+    """The wavelength grid of a data set file (nothing else is read)."""
+    with _open(path) as h:
+        return _grid_from(h)
 
 
 def read_catalogue(path, expect_grid: Grid | None = None) -> tuple[dict, dict]:

@@ -9,7 +9,6 @@ standard deviation) in the units of :data:`helpers.LABEL_UNITS`.
 from __future__ import annotations
 
 import csv
-import itertools
 import time
 from pathlib import Path
 
@@ -27,49 +26,102 @@ __all__ = ["split_rows", "inheritance_rows", "inheritance_verdict", "INHERIT_MIN
 PAPER_PRECISION = paths.PAPER_PRECISION
 
 
-def predict_file(models, scaler, path, *, grid=None, batch_size: int = 256, block: int = 4096,
-                 engine=None) -> dict:
-    """The ensemble's labels for every spectrum of a data set file, read block by block.
+_WORKER_ENGINES: dict = {}
+
+
+def _worker_engine(member_paths: tuple, grid_digest: str, threads: int | None):
+    """The members and their inference engine, built once per worker process."""
+    from . import model as M
+
+    key = (member_paths, grid_digest, threads)
+    if key not in _WORKER_ENGINES:
+        _WORKER_ENGINES.clear()
+        models = [M.load_member(p)[0] for p in member_paths]
+        _WORKER_ENGINES[key] = (models, M.inference_engine(models, threads=threads))
+    return _WORKER_ENGINES[key]
+
+
+def _predict_block_task(task: dict):
+    """Labels of one block of a data set file (a top-level function, so Dask workers can run it)."""
+    from . import model as M
+    from .dataset import read_dataset
+
+    models, engine = _worker_engine(task["members"], task["grid_digest"], task["threads"])
+    data = read_dataset(task["data"], rows=slice(task["start"], task["stop"]))
+    if data.grid.digest != task["grid_digest"]:
+        raise ValueError(f"{task['data']} is on another wavelength grid than the ensemble")
+    x = M.prepare_inputs(data.flux, data.ivar)
+    t0 = time.perf_counter()
+    mean, std, _ = M.ensemble_predict(models, x, M.LabelScaler.from_json(task["scaler"]),
+                                      batch_size=task["batch_size"], engine=engine)
+    return mean, std, time.perf_counter() - t0, M.engine_name(engine)
+
+
+def predict_file(member_paths, scaler, path, *, grid=None, batch_size: int = 256, block: int = 4096,
+                 scheduler="synchronous", threads: int | None = None, log=None) -> dict:
+    """The ensemble's labels for every spectrum of a data set file, one task per block of rows.
+
+    Each worker loads the members and builds its inference engine once
+    (:func:`helpers.model.inference_engine`), reads its blocks from the file itself (on a cluster:
+    a shared path) and returns their labels, which are gathered in the file's row order. Every
+    spectrum goes through the same arithmetic whichever worker takes it, so the labels are the
+    same for any scheduler and number of workers.
 
     Parameters
     ----------
-    models : list of keras.Model
+    member_paths : list of path-like
+        The members' ``.keras`` files (their ``.json`` records beside them).
     scaler : helpers.model.LabelScaler
     path : path-like
         Data set (:mod:`helpers.dataset` format).
     grid : helpers.spectra.Grid, optional
-        Refuse the file if its wavelength grid differs.
+        Refuse the file if its wavelength grid differs (default: the file's own).
     batch_size, block : int
-        Spectra per forward pass and per read.
-    engine : optional
-        From :func:`helpers.model.inference_engine` (default: built here).
+        Spectra per forward pass and per task.
+    scheduler : str or helpers.parallel.Scheduler
+        Where the blocks run (:mod:`helpers.parallel`).
+    threads : int, optional
+        Threads of each engine (default: 1 in Dask workers, which share the cores; all cores
+        with ``synchronous``).
+    log : callable, optional
+        Gets the scheduler's line and the progress line.
 
     Returns
     -------
     dict
-        ``mean``, ``std`` (n, n_labels) in label units, in the file's row order;
-        ``seconds`` spent predicting (reading excluded); ``engine``: its description.
+        ``mean``, ``std`` (n, n_labels) in label units, in the file's row order; ``seconds`` spent
+        predicting (reading excluded, summed over workers); ``wall`` (seconds end to end);
+        ``engine``: its description; ``scheduler``: where it ran.
     """
-    from . import model as M
-    from .dataset import read_dataset
+    from contextlib import nullcontext
 
-    if engine is None:
-        engine = M.inference_engine(models)
-    means, stds, seconds = [], [], 0.0
-    for start in itertools.count(0, block):
-        data = read_dataset(path, expect_grid=grid, rows=slice(start, start + block))
-        if len(data) == 0:
-            break
-        x = M.prepare_inputs(data.flux, data.ivar)
-        t0 = time.perf_counter()
-        mean, std, _ = M.ensemble_predict(models, x, scaler, batch_size=batch_size, engine=engine)
-        seconds += time.perf_counter() - t0
-        means.append(mean)
-        stds.append(std)
-    if not means:
+    from . import parallel
+    from .dataset import n_spectra, read_grid
+
+    t_wall = time.perf_counter()
+    file_grid = read_grid(path)
+    if grid is not None and file_grid.digest != grid.digest:
+        from .model import ModelMismatchError
+
+        raise ModelMismatchError(f"{path} is on another wavelength grid ({file_grid.n_pixels} pixels) than the "
+                         f"ensemble ({grid.n_pixels}); resample it or use matching models")
+    n = n_spectra(path)
+    if n == 0:
         raise ValueError(f"{path} holds no spectra")
-    return {"mean": np.concatenate(means), "std": np.concatenate(stds), "seconds": seconds,
-            "engine": M.engine_name(engine)}
+    opened = (nullcontext(scheduler) if isinstance(scheduler, parallel.Scheduler)
+              else parallel.open_scheduler(scheduler, log=log))
+    with opened as sched:
+        engine_threads = threads if threads is not None else (None if sched.client is None else 1)
+        tasks = [{"members": tuple(str(p) for p in member_paths), "grid_digest": file_grid.digest,
+                  "threads": engine_threads, "data": str(path), "start": lo, "stop": min(lo + block, n),
+                  "scaler": scaler.to_json(), "batch_size": batch_size} for lo in range(0, n, block)]
+        parts = parallel.run_tasks(sched, _predict_block_task, tasks,
+                                   keys=[f"predict-rows-{t['start']}-{t['stop']}" for t in tasks],
+                                   label="labelling spectra" if log else "")
+        desc = str(sched)
+    return {"mean": np.concatenate([p[0] for p in parts]), "std": np.concatenate([p[1] for p in parts]),
+            "seconds": float(sum(p[2] for p in parts)), "wall": time.perf_counter() - t_wall,
+            "engine": parts[0][3], "scheduler": desc}
 
 
 def split_rows(n: int, test_fraction: float, val_fraction: float, seed: int):

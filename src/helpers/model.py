@@ -164,24 +164,38 @@ def prepare_inputs(flux, ivar) -> np.ndarray:
     return x[..., None].astype(np.float32)
 
 
-def build_model(n_pixels: int, n_labels: int = len(LABELS), cfg: ModelConfig = ModelConfig()) -> keras.Model:
-    """The Conv1D network of :class:`ModelConfig` for ``n_pixels`` inputs and ``n_labels`` outputs."""
+def build_model(n_pixels: int, n_labels: int = len(LABELS), cfg: ModelConfig = ModelConfig(),
+                seed: int | None = None) -> keras.Model:
+    """The Conv1D network of :class:`ModelConfig` for ``n_pixels`` inputs and ``n_labels`` outputs.
+
+    With ``seed``, every layer's initial weights and dropout draws come from seeds derived from it
+    (never from Python's global ``random``, which other threads of a process, e.g. a Dask worker's,
+    draw from at unpredictable moments); without, Keras's defaults apply.
+    """
+    streams = iter(np.random.SeedSequence([int(seed), 11]).generate_state(64) % (2**31 - 1)) if seed is not None else None
+
+    def init():
+        return keras.initializers.GlorotUniform(seed=int(next(streams))) if streams is not None else "glorot_uniform"
+
+    def drop():
+        return keras.layers.Dropout(cfg.dropout, seed=int(next(streams)) if streams is not None else None)
+
     reg = keras.regularizers.L2(cfg.l2)
     inp = keras.Input(shape=(n_pixels, 1), name="flux")
     x = inp
     for i, (f, k, p) in enumerate(zip(cfg.filters, cfg.kernels, cfg.pools)):
-        x = keras.layers.Conv1D(f, k, kernel_regularizer=reg, name=f"conv{i + 1}")(x)
+        x = keras.layers.Conv1D(f, k, kernel_regularizer=reg, kernel_initializer=init(), name=f"conv{i + 1}")(x)
         x = keras.layers.LeakyReLU(negative_slope=cfg.negative_slope)(x)
         if p:
             x = keras.layers.MaxPooling1D(p)(x)
-    x = keras.layers.Dropout(cfg.dropout)(x)
+    x = drop()(x)
     x = keras.layers.Flatten()(x)
     for i, units in enumerate(cfg.dense):
-        x = keras.layers.Dense(units, name=f"dense{i + 1}")(x)
+        x = keras.layers.Dense(units, kernel_initializer=init(), name=f"dense{i + 1}")(x)
         x = keras.layers.LeakyReLU(negative_slope=cfg.negative_slope)(x)
         if i < len(cfg.dense) - 1:
-            x = keras.layers.Dropout(cfg.dropout)(x)
-    out = keras.layers.Dense(n_labels, name="labels")(x)
+            x = drop()(x)
+    out = keras.layers.Dense(n_labels, kernel_initializer=init(), name="labels")(x)
     model = keras.Model(inp, out, name="giraffe_cnn")
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="mse")
     return model
@@ -211,21 +225,41 @@ def count_flops(n_pixels: int, n_labels: int = len(LABELS), cfg: ModelConfig = M
 
 
 def train_member(x_train, y_train, x_val, y_val, cfg: ModelConfig, seed: int, log_every: int = 1):
-    """Train one network from seed ``seed``; returns ``(model, history dict, seconds)``."""
+    """Train one network from seed ``seed``; returns ``(model, history dict, seconds)``.
+
+    Weights, dropout and the order of the training spectra in every epoch follow from ``seed``
+    alone, so the same seed gives the same member in any process (TensorFlow's sums also depend
+    on its thread count, in the last float32 bits). The epochs are run one ``fit`` call at a time
+    on spectra put in that epoch's order here: Keras's own ``shuffle=True`` draws the order inside
+    a TensorFlow graph whose operation seeds depend on what else the process built before. Early
+    stopping watches the validation loss with ``cfg.patience`` and restores the best weights.
+    """
     keras.utils.set_random_seed(int(seed))
     if backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    model = build_model(x_train.shape[1], y_train.shape[1], cfg)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
-                                         restore_best_weights=True)
+    model = build_model(x_train.shape[1], y_train.shape[1], cfg, seed=seed)
+    x_train, y_train = np.asarray(x_train), np.asarray(y_train)
+    history: dict = {}
+    best, best_weights, wait = np.inf, None, 0
     t0 = time.perf_counter()
-    hist = model.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=cfg.batch_size,
-                     epochs=cfg.epochs, callbacks=[stop], verbose=2 if log_every else 0, shuffle=True)
-    seconds = time.perf_counter() - t0
-    h = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    return model, h, seconds
+    for epoch in range(cfg.epochs):
+        order = np.random.default_rng(np.random.SeedSequence([int(seed), 7, epoch])).permutation(len(x_train))
+        h = model.fit(x_train[order], y_train[order], validation_data=(x_val, y_val), batch_size=cfg.batch_size,
+                      epochs=epoch + 1, initial_epoch=epoch, verbose=2 if log_every else 0, shuffle=False)
+        for k, vals in h.history.items():
+            history.setdefault(k, []).extend(float(v) for v in vals)
+        val = history["val_loss"][-1]
+        if val < best:
+            best, best_weights, wait = val, model.get_weights(), 0
+        else:
+            wait += 1
+            if wait >= cfg.patience:
+                break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return model, history, time.perf_counter() - t0
 
 
 def member_seed(seed: int, i: int) -> int:
@@ -518,21 +552,176 @@ def input_gradients(model, x, label_index: int, batch_size: int = 256) -> np.nda
     return np.concatenate(out)
 
 
-def train_ensemble(x_train, y_train, x_val, y_val, *, n_models: int, cfg: ModelConfig, seed: int,
-                   out_dir, scaler: LabelScaler, grid, log=print) -> list[dict]:
-    """Train ``n_models`` members from derived seeds and save each (``member_XX.keras`` + ``.json``).
+def _read_rows(path, rows, grid_digest: str, label_source: str = "survey"):
+    """Inputs and raw labels of ``rows`` (any order) of a data set, in that order."""
+    from .dataset import read_dataset
 
-    Returns one dict per member: ``path``, ``seed``, ``best_val_loss``, ``epochs``, ``seconds``, ``history``.
+    rows = np.asarray(rows, np.int64)
+    u, inv = np.unique(rows, return_inverse=True)
+    data = read_dataset(path, rows=u)
+    if data.grid.digest != grid_digest:
+        raise ModelMismatchError(f"{path} is on another wavelength grid than the ensemble's scaler and models")
+    return prepare_inputs(data.flux, data.ivar)[inv], data.labels(label_source)[inv]
+
+
+def _pin_tf_threads() -> None:
+    """In a Dask worker, hold TensorFlow to the worker's thread count (``TF_NUM_INTRAOP_THREADS``,
+    set by :func:`helpers.parallel.open_scheduler`) before its first operation."""
+    n = os.environ.get("TF_NUM_INTRAOP_THREADS")
+    if not n or backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(n))
+        tf.config.threading.set_inter_op_parallelism_threads(int(os.environ.get("TF_NUM_INTEROP_THREADS", n)))
+    except RuntimeError:  # already initialised in this process: keep what it has
+        pass
+
+
+def _train_member_task(task: dict) -> dict:
+    """Train and save one ensemble member (a top-level function, so Dask workers can run it).
+
+    The worker reads its training and validation spectra from the data set file itself (on a
+    cluster: a shared path), trains from the member's seed and writes ``member_XX.keras`` +
+    ``.json`` atomically; only the record comes back. Training runs in a thread of its own: Keras
+    keeps its state per thread, and a worker may run its tasks in any of its threads, so a fresh
+    thread makes a member the same whichever tasks ran in that worker before."""
+    import threading
+
+    box: dict = {}
+
+    def work():
+        try:
+            box["out"] = _train_member_now(task)
+        except BaseException as exc:  # re-raised in the task's thread
+            box["err"] = exc
+
+    t = threading.Thread(target=work, name=f"member-{task['index']}")
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    return box["out"]
+
+
+def _train_member_now(task: dict) -> dict:
+    _pin_tf_threads()
+    scaler = LabelScaler.from_json(task["scaler"])
+    x_fit, y_fit = _read_rows(task["data"], task["fit_rows"], task["grid_digest"])
+    x_val, y_val = _read_rows(task["data"], task["val_rows"], task["grid_digest"])
+    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in task["architecture"].items()})
+    model, hist, seconds = train_member(x_fit, scaler.scale(y_fit), x_val, scaler.scale(y_val), cfg,
+                                        task["seed"], log_every=0)
+    from .dataset import read_grid
+
+    path = save_member(model, task["path"], scaler=scaler, grid=read_grid(task["data"]), cfg=cfg,
+                       seed=task["seed"], history=hist, seconds=seconds,
+                       extra={"fit_digest": task["fit_digest"], "member": task["index"]})
+    keras.backend.clear_session()
+    return {"path": str(path), "seed": task["seed"], "best_val_loss": float(min(hist["val_loss"])),
+            "epochs": len(hist["val_loss"]), "seconds": seconds, "history": hist}
+
+
+def fit_digest(data_digest: str, fit_rows, val_rows) -> str:
+    """Identity of what a member is fitted to: the data set's content digest and the fit and
+    validation rows (a member trained on anything else does not match it)."""
+    import hashlib
+
+    h = hashlib.sha256(data_digest.encode())
+    for r in (fit_rows, val_rows):
+        h.update(np.asarray(r, np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def _finished_member(path: Path, seed: int, cfg: ModelConfig, digest: str) -> dict | None:
+    """The record of a member already trained with these settings, or None."""
+    jpath, kpath = path.with_suffix(".json"), path.with_suffix(".keras")
+    if not (jpath.exists() and kpath.exists()):
+        return None
+    try:
+        with open(jpath, encoding="utf-8") as fh:
+            rec = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if rec.get("seed") != seed or rec.get("architecture") != cfg.as_dict() or rec.get("fit_digest") != digest:
+        return None
+    hist = rec["history"]
+    return {"path": str(kpath), "seed": seed, "best_val_loss": float(min(hist["val_loss"])),
+            "epochs": len(hist["val_loss"]), "seconds": float(rec["train_seconds"]), "history": hist,
+            "reused": True}
+
+
+def train_ensemble(data_path, fit_rows, val_rows, *, n_models: int, cfg: ModelConfig, seed: int,
+                   out_dir, scaler: LabelScaler, log=print, scheduler="synchronous",
+                   resume: bool = True) -> list[dict]:
+    """Train ``n_models`` members from derived seeds, one task per member, and save each
+    (``member_XX.keras`` + ``.json``).
+
+    Parameters
+    ----------
+    data_path : path-like
+        The (cleaned) training data set; workers read their rows from it.
+    fit_rows, val_rows : array_like of int
+        Rows trained on and rows for early stopping, in the order given.
+    n_models, cfg, seed :
+        Members, architecture and the run's seed (member ``i`` gets :func:`member_seed`).
+    out_dir : path-like
+    scaler : LabelScaler
+        Scales the survey labels of the rows.
+    log : callable, optional
+        One line per member (and the scheduler's line).
+    scheduler : str or helpers.parallel.Scheduler
+        Where the members train (:mod:`helpers.parallel`). TensorFlow's sums depend on its thread
+        count in the last float32 bits, so members trained in workers of one thread each are the
+        same for any number of workers, while ``synchronous`` trains in this process with its own
+        thread count.
+    resume : bool
+        Keep members already in ``out_dir`` that were trained with the same seed, architecture,
+        data and rows (a killed run resumes from the last complete member).
+
+    Returns
+    -------
+    list of dict
+        Per member: ``path``, ``seed``, ``best_val_loss``, ``epochs``, ``seconds``, ``history``
+        (and ``reused`` for members kept from an earlier run).
     """
-    members = []
+    from contextlib import nullcontext
+
+    from . import parallel
+    from .dataset import content_digest, read_grid
+
+    digest = fit_digest(content_digest(data_path), fit_rows, val_rows)
+    grid = read_grid(data_path)
+    members: list = [None] * n_models
+    tasks, which = [], []
     for i in range(n_models):
         s = member_seed(seed, i)
-        model, hist, seconds = train_member(x_train, y_train, x_val, y_val, cfg, s, log_every=0)
-        log(f"member {i + 1}/{n_models} (seed {s}): {len(hist['val_loss'])} epochs, best validation "
-            f"loss {min(hist['val_loss']):.4g}, {seconds:.0f} s")
-        path = save_member(model, Path(out_dir) / f"member_{i:02d}", scaler=scaler, grid=grid, cfg=cfg,
-                           seed=s, history=hist, seconds=seconds)
-        members.append({"path": str(path), "seed": s, "best_val_loss": float(min(hist["val_loss"])),
-                        "epochs": len(hist["val_loss"]), "seconds": seconds, "history": hist})
-        keras.backend.clear_session()
+        path = Path(out_dir) / f"member_{i:02d}"
+        done = _finished_member(path, s, cfg, digest) if resume else None
+        if done:
+            members[i] = done
+            if log:
+                log(f"member {i + 1}/{n_models} (seed {s}): kept from an earlier run with the same settings")
+            continue
+        tasks.append({"data": str(data_path), "fit_rows": np.asarray(fit_rows, np.int64),
+                      "val_rows": np.asarray(val_rows, np.int64), "scaler": scaler.to_json(),
+                      "architecture": cfg.as_dict(), "seed": s, "index": i, "path": str(path),
+                      "grid_digest": grid.digest, "fit_digest": digest})
+        which.append(i)
+
+    def done(k, rec):
+        i = which[k]
+        members[i] = rec
+        if log:
+            log(f"member {i + 1}/{n_models} (seed {rec['seed']}): {rec['epochs']} epochs, best validation "
+                f"loss {rec['best_val_loss']:.4g}, {rec['seconds']:.0f} s")
+
+    if tasks:
+        opened = (nullcontext(scheduler) if isinstance(scheduler, parallel.Scheduler)
+                  else parallel.open_scheduler(scheduler, log=log))
+        with opened as sched:
+            parallel.run_tasks(sched, _train_member_task, tasks, keys=[f"member-{i:02d}" for i in which],
+                               on_result=done, retries=1)
     return members

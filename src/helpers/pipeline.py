@@ -47,7 +47,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from . import paths
+from . import parallel, paths
 from .fileio import atomic_path, sha256_file, write_json
 
 __all__ = [
@@ -182,26 +182,43 @@ def load_profile(profile: str, params_dir: Path = paths.PARAMS) -> dict:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise PipelineError(f"{path} must hold a mapping")
-    unknown = set(data) - {"description", "timeout_s", "notebooks"}
+    unknown = set(data) - {"description", "timeout_s", "notebooks", "shared"}
     if unknown:
-        raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown)}")
+        raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown)} "
+                            "(allowed: description, timeout_s, shared, notebooks)")
+    if not isinstance(data.get("shared") or {}, dict):
+        raise PipelineError(f"{path}: 'shared' must map parameter names to values")
+    data["shared"] = data.get("shared") or {}
     data.setdefault("notebooks", {})
     data.setdefault("timeout_s", 3600)
     return data
 
 
+#: Key of :func:`parse_overrides` for parameters given without a notebook (``-p scheduler=...``).
+SHARED = "*"
+
+#: Parameters that say where the work runs, not what it computes: left out of the fingerprints, so
+#: changing them re-runs nothing (the results do not depend on them; tests/test_parallel.py).
+PLACEMENT_PARAMETERS = ("scheduler", "n_workers")
+
+
 def parse_overrides(items: list[str]) -> dict[str, dict]:
-    """Parse ``-p notebook.name=value`` items (values read as YAML scalars)."""
+    """Parse ``-p notebook.name=value`` items (values read as YAML scalars); ``-p name=value``
+    without a notebook sets the parameter in every notebook that has it (key :data:`SHARED`)."""
     out: dict[str, dict] = {}
     for item in items or []:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
+        if "=" not in item or not item.split("=", 1)[0]:
             raise ParameterError(
                 f"cannot read override '{item}': write it as NOTEBOOK.NAME=VALUE, "
-                "e.g. 03_train_ensemble.n_models=4"
+                "e.g. 03_train_ensemble.n_models=4, or NAME=VALUE for every notebook that has it"
             )
         key, raw = item.split("=", 1)
-        nb, name = key.split(".", 1)
-        out.setdefault(nb, {})[name] = yaml.safe_load(raw) if raw != "" else ""
+        nb, name = key.split(".", 1) if "." in key else (SHARED, key)
+        if raw.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+            value = raw  # an address is text, not YAML
+        else:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        out.setdefault(nb, {})[name] = value
     return out
 
 
@@ -222,17 +239,35 @@ def resolve_parameters(notebooks: list[Path], profile: dict,
         ``{notebook_stem: {name: value}}`` for every notebook, complete.
     """
     stems = [p.stem for p in notebooks]
-    layers = []
-    for source, mapping in (("profile", profile.get("notebooks") or {}), ("override", overrides)):
+    specs = {nb.stem: notebook_parameters(nb) for nb in notebooks}
+    overrides = dict(overrides)
+
+    def shared_layer(source, shared):
+        fixed = {}
+        for name, value in shared.items():
+            users = [s for s in stems if name in specs[s]]
+            if not users:
+                raise ParameterError(f"no notebook has a parameter '{name}' (from the {source} parameters)")
+            for s in users:
+                fixed.setdefault(s, {})[name] = value
+        return source, fixed
+
+    def notebook_layer(source, mapping):
         fixed = {}
         for key, values in mapping.items():
             if not isinstance(values, dict):
                 raise ParameterError(f"{source} entry '{key}' must map parameter names to values")
             fixed[_match_notebook(str(key), stems)] = values
-        layers.append((source, fixed))
+        return source, fixed
+
+    # later layers win: the profile's shared values, its per-notebook ones, then the overrides
+    layers = [shared_layer("profile's shared", profile.get("shared") or {}),
+              notebook_layer("profile", profile.get("notebooks") or {}),
+              shared_layer("override", overrides.pop(SHARED, {})),
+              notebook_layer("override", overrides)]
     resolved = {}
     for nb in notebooks:
-        spec = notebook_parameters(nb)
+        spec = specs[nb.stem]
         values = {k: v["default"] for k, v in spec.items()}
         for source, layer in layers:
             for name, value in (layer.get(nb.stem) or {}).items():
@@ -242,6 +277,11 @@ def resolve_parameters(notebooks: list[Path], profile: dict,
                         f"its parameters are: {', '.join(spec)}"
                     )
                 _check_type(nb.stem, name, value, spec[name]["type"])
+                if name == "scheduler":
+                    try:
+                        parallel.describe(value)
+                    except ValueError as exc:
+                        raise ParameterError(f"{nb.stem}.scheduler (from the {source}): {exc}") from None
                 if spec[name]["type"] == "float" and isinstance(value, int):
                     value = float(value)
                 values[name] = value
@@ -499,7 +539,8 @@ def run_pipeline(profile: str, *, only: str | None = None, start: str | None = N
         if not missing:
             plan.inputs = {k: cache.digest(p)["sha256"] for k, p in inputs.items()}
         plan.fingerprint = hashlib.sha256(json.dumps(
-            {"notebook": _source_digest(nb), "parameters": values, "inputs": plan.inputs,
+            {"notebook": _source_digest(nb), "inputs": plan.inputs,
+             "parameters": {k: v for k, v in values.items() if k not in PLACEMENT_PARAMETERS},
              "helpers": code}, sort_keys=True, default=str).encode()).hexdigest()
         previous = read_record(run_dir, nb.stem)
         outputs = _path_params(values, "out_", run_dir)

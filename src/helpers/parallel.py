@@ -240,7 +240,8 @@ class Progress:
 
 def run_tasks(sched: Scheduler, fn: Callable, items: Iterable, *, keys: list[str] | None = None,
               on_result: Callable[[int, Any], None] | None = None, retries: int = 1,
-              label: str = "", max_pending: int | None = None, stream=None) -> list:
+              label: str = "", max_pending: int | None = None, stream=None,
+              stop: Callable[[], bool] | None = None) -> list:
     """Run ``fn(item)`` for every item on the scheduler; results in item order.
 
     Parameters
@@ -265,6 +266,9 @@ def run_tasks(sched: Scheduler, fn: Callable, items: Iterable, *, keys: list[str
         handled; default 2 × workers + 2).
     stream : file, optional
         Where the progress line goes (default stdout).
+    stop : callable, optional
+        Checked before each new task is started; once it returns True no further task starts
+        (those running finish and are handled; the rest keep ``None``).
 
     Raises
     ------
@@ -289,6 +293,8 @@ def run_tasks(sched: Scheduler, fn: Callable, items: Iterable, *, keys: list[str
     try:
         if sched.client is None:
             for i, item in enumerate(items):
+                if stop is not None and stop():
+                    break
                 for attempt in range(retries + 1):
                     try:
                         res = fn(item)
@@ -311,7 +317,12 @@ def run_tasks(sched: Scheduler, fn: Callable, items: Iterable, *, keys: list[str
             index[f.key] = i
             return f
 
-        first = [submit(i) for _, i in zip(range(limit), queue)]
+        def next_task():
+            return None if (stop is not None and stop()) else next(queue, None)
+
+        first = []
+        while len(first) < limit and (i := next_task()) is not None:
+            first.append(submit(i))
         pending = as_completed(first, with_results=False)
         for fut in pending:
             i = index.pop(fut.key)
@@ -324,7 +335,7 @@ def run_tasks(sched: Scheduler, fn: Callable, items: Iterable, *, keys: list[str
                                 f"{type(exc).__name__}: {exc}") from exc
             fut.release()
             handle(i, res)
-            nxt = next(queue, None)
+            nxt = next_task()
             if nxt is not None:
                 pending.add(submit(nxt))
         return out

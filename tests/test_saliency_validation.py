@@ -204,3 +204,24 @@ def test_gc_verdict_says_not_reproduced_when_the_sign_is_wrong():
     good = [dict(r, cnn_r=-0.8) for r in rows]
     assert validation.gc_verdict(good, True).startswith("reproduced")
     assert "not tested" in validation.gc_verdict([], True)
+
+
+def test_gradients_file_gives_the_in_memory_gradients_on_two_workers(tiny_survey, tmp_path):
+    pytest.importorskip("keras")
+    from helpers import model as M
+    from helpers import parallel
+    from helpers.dataset import read_dataset
+
+    cfg, path, cat = tiny_survey
+    data = read_dataset(path)
+    small = M.ModelConfig(filters=(4, 3, 2), kernels=(5, 5, 3), dense=(8, 8, 4))
+    models = [M.build_model(data.grid.n_pixels, 5, small, seed=i) for i in range(2)]
+    paths = [M.save_member(m, tmp_path / f"m{i}", scaler=M.LabelScaler(np.zeros(5), np.ones(5)), grid=data.grid,
+                           cfg=small, seed=i, history={"val_loss": [1.0]}, seconds=0.0) for i, m in enumerate(models)]
+    rows = {"a": np.arange(0, 12), "b": np.arange(20, 26)}
+    with parallel.open_scheduler("local", n_workers=2, log=None) as sched:
+        got = saliency.gradients_file(paths, path, rows, batch_size=8, scheduler=sched)
+    for name, r in rows.items():
+        want = saliency.mean_gradients(models, M.prepare_inputs(data.flux[r], data.ivar[r]), batch_size=8)
+        assert got[name].shape == (2, 5, data.grid.n_pixels)
+        assert np.allclose(got[name], want, rtol=1e-4, atol=1e-7)

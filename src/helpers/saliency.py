@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SubSample", "DEFAULT_SUBSAMPLES", "select_subsample", "mean_gradients", "line_mask",
+__all__ = ["gradients_file", "SubSample", "DEFAULT_SUBSAMPLES", "select_subsample", "mean_gradients", "line_mask",
            "OWN_SPECIES", "power_share", "line_depths", "visible_lines", "matched_null",
            "species_enrichment", "verdict"]
 
@@ -81,6 +81,62 @@ def mean_gradients(models, x, batch_size: int = 128) -> np.ndarray:
         for j in range(n_labels):
             out[i, j] = input_gradients(m, x, j, batch_size=batch_size).mean(axis=0)
     return out
+
+
+_WORKER_MODELS: dict = {}
+
+
+def _gradient_task(task: dict) -> np.ndarray:
+    """Mean input gradients of one member over one set of rows (a task for a Dask worker)."""
+    from . import model as M
+    from .dataset import read_dataset
+
+    M._pin_tf_threads()
+    if task["member"] not in _WORKER_MODELS:
+        _WORKER_MODELS.clear()  # one member at a time per worker keeps the memory small
+        _WORKER_MODELS[task["member"]] = M.load_member(task["member"])[0]
+    data = read_dataset(task["data"], rows=np.asarray(task["rows"]))
+    x = M.prepare_inputs(data.flux, data.ivar)
+    return mean_gradients([_WORKER_MODELS[task["member"]]], x, batch_size=task["batch_size"])[0]
+
+
+def gradients_file(member_paths, data_path, rows_by_name: dict, *, batch_size: int = 128,
+                   scheduler="synchronous", log=None) -> dict:
+    """:func:`mean_gradients` of every member for several sets of rows of a data set file, one
+    task per member and set (workers read the members and the rows themselves).
+
+    Parameters
+    ----------
+    member_paths : list of path-like
+    data_path : path-like
+    rows_by_name : dict
+        ``{name: sorted row indices}``.
+    batch_size : int
+    scheduler : str or helpers.parallel.Scheduler
+    log : callable, optional
+
+    Returns
+    -------
+    dict
+        ``{name: ndarray (n_models, n_labels, n_pixels)}``, per unit of normalised flux.
+    """
+    from contextlib import nullcontext
+
+    from . import parallel
+
+    names = list(rows_by_name)
+    tasks, keys = [], []
+    for name in names:  # member-major within a name: a worker keeps its member for consecutive tasks
+        for j, p in enumerate(member_paths):
+            tasks.append({"member": str(p), "data": str(data_path), "rows": np.asarray(rows_by_name[name]),
+                          "batch_size": batch_size})
+            keys.append(f"gradients-{name}-member-{j}".replace(" ", "_"))
+    opened = (nullcontext(scheduler) if isinstance(scheduler, parallel.Scheduler)
+              else parallel.open_scheduler(scheduler, log=log))
+    with opened as sched:
+        parts = parallel.run_tasks(sched, _gradient_task, tasks, keys=keys, label="input gradients" if log else "")
+    k = len(member_paths)
+    return {name: np.stack(parts[i * k:(i + 1) * k]) for i, name in enumerate(names)}
 
 
 def line_mask(wave, lines: list[dict], species, half_width: float) -> np.ndarray:

@@ -31,8 +31,18 @@ def test_quick_pipeline_runs_every_notebook(quick_run):
     subs = book.run_substitutions(root / "quick")
     missing = [name for name, *_ in book.HEADLINES if subs[name] == book.MISSING]
     assert not missing, missing
-    # nothing changed: a second run skips everything
+    # the survey rendered on the local Dask cluster is the declared one (made with a process pool;
+    # test_survey.py renders it in one process against the same checksum)
+    ch01 = json.loads((root / "quick" / "notebooks" / "01_prepare_data.ipynb").read_text())
+    tables = ["".join(o["data"]["text/markdown"]) for c in ch01["cells"] for o in c.get("outputs", [])
+              if "check_simulated" in "".join(c["source"]) and "text/markdown" in o.get("data", {})]
+    assert tables and "| observed.h5 | match |" in tables[0] and "| training.h5 | match |" in tables[0], tables
+    assert book.glued_values(root / "quick" / "notebooks" / "01_prepare_data.ipynb")["scheduler_desc"].startswith("local Dask")
+    # nothing changed: a second run skips everything; where the work runs is not a change
     again = pipeline.run_pipeline("quick", run_root=root, log=lambda *_: None)
+    assert all(p.action == "skip" for p in again)
+    again = pipeline.run_pipeline("quick", run_root=root, log=lambda *_: None,
+                                  overrides=["scheduler=synchronous"])
     assert all(p.action == "skip" for p in again)
 
 

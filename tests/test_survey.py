@@ -100,3 +100,21 @@ def test_cname_format():
 def test_bad_survey_parameters_are_refused(kw, name):
     with pytest.raises(ValueError, match=name):
         tiny_config(**kw)
+
+
+def test_the_quick_survey_in_one_process_is_the_declared_one(tmp_path):
+    """The quick profile's survey, rendered without Dask, has the content checksum declared in
+    data_manifest.yaml (made with worker processes); the end-to-end test renders it on the local
+    Dask cluster and checks the same checksum in chapter 01."""
+    from helpers import __version__, parallel, pipeline
+    from helpers.manifest import check_simulated, load_manifest
+
+    nbs = pipeline.discover_notebooks()
+    values = pipeline.resolve_parameters(nbs, pipeline.load_profile("quick"), {})[nbs[0].stem]
+    cfg = survey.survey_config_from_parameters(values)
+    with parallel.open_scheduler("synchronous", log=None) as sched:
+        res = survey.generate_survey(cfg, tmp_path / "observed.h5", log=None, scheduler=sched)
+    assert res["scheduler"].startswith("synchronous")
+    rows = check_simulated(load_manifest(), values["manifest_name"], cfg.as_dict(),
+                           {"observed.h5": res["path"]}, __version__)
+    assert rows[0]["status"] == "match", rows

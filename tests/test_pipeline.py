@@ -223,3 +223,41 @@ def test_shared_parameters_reach_every_notebook_that_has_them(project):
     got = pipeline.resolve_parameters(nbs, prof, pipeline.parse_overrides(["tag=cli", "02_second.tag=x"]))
     assert got["02_second"]["tag"] == "x"
     assert pipeline.parse_overrides(["scheduler=tcp://10.0.0.1:8786"]) == {pipeline.SHARED: {"scheduler": "tcp://10.0.0.1:8786"}}
+
+
+def test_code_digests_follow_the_imports_a_notebook_reaches(tmp_path):
+    pkg = tmp_path / "helpers"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\n\ndef f():\n    from .d import g\n")
+    (pkg / "b.py").write_text("import numpy\n")
+    (pkg / "c.py").write_text("x = 1\n")
+    (pkg / "d.py").write_text("def g():\n    pass\n")
+    (pkg / "data" / "t.csv").write_text("1\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%matplotlib inline\nfrom helpers import a")])
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(nb, path)
+    got = pipeline.code_digests(path, package=pkg)
+    assert sorted(got) == ["__init__.py", "a.py", "b.py", "d.py", "data/t.csv"]  # c.py is not reached
+    before = got["a.py"]
+    (pkg / "c.py").write_text("x = 2\n")
+    assert pipeline.code_digests(path, package=pkg) == got
+    (pkg / "d.py").write_text("def g():\n    return 1\n")
+    assert pipeline.code_digests(path, package=pkg)["d.py"] != got["d.py"] and before == got["a.py"]
+
+
+def test_a_change_that_leaves_an_output_as_it_was_runs_nothing_after_it(project):
+    run(project)
+    # a new cell in the first notebook that does not change what it writes: it re-runs, the second does not
+    nb_path = project["notebooks_dir"] / "01_first.ipynb"
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("y = 2"))
+    nbformat.write(nb, nb_path)
+    lines = []
+    plans = pipeline.run_pipeline("tiny", log=lines.append, **project)
+    assert [p.action for p in plans] == ["run", "skip"]
+    assert any("01_first: the notebook's cells changed" in l for l in lines)
+    lines.clear()
+    pipeline.run_pipeline("tiny", overrides=["01_first.value=9"], dry_run=True, log=lines.append, **project)
+    assert any("parameters changed: value" in l for l in lines)
+    assert any("02_second: runs if what it reads from 01_first changes" in l for l in lines)

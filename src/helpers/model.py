@@ -624,11 +624,13 @@ def _train_member_now(task: dict) -> dict:
 
 
 def fit_digest(data_digest: str, fit_rows, val_rows) -> str:
-    """Identity of what a member is fitted to: the data set's content digest and the fit and
-    validation rows (a member trained on anything else does not match it)."""
+    """Identity of what a member is fitted to: the data set's content digest, the fit and
+    validation rows, and this module's source (a member trained on anything else, or by other
+    training code, does not match it)."""
     import hashlib
 
     h = hashlib.sha256(data_digest.encode())
+    h.update(Path(__file__).read_bytes())  # the training code itself: a changed trainer retrains
     for r in (fit_rows, val_rows):
         h.update(np.asarray(r, np.int64).tobytes())
         h.update(b"|")

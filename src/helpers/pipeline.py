@@ -4,6 +4,7 @@ Usage (see ``python -m helpers.pipeline --help``)::
 
     python -m helpers.pipeline --profile quick
     python -m helpers.pipeline --profile default --only 01_prepare_data -p 01_prepare_data.n_field=500
+    python -m helpers.pipeline --profile default -p scheduler=synchronous
     python -m helpers.pipeline --profile default --from 02 --force
 
 What it guarantees
@@ -16,9 +17,12 @@ What it guarantees
   name or a value of the wrong type is refused before anything runs.
 * Parameters whose names start with ``in_`` or ``out_`` are paths, relative to
   the run folder, which is the notebook's working directory.
-* A notebook whose content, parameters, input artefacts and helper code are
-  unchanged since its last successful run is skipped; once one notebook runs,
-  every later one runs too.
+* A notebook whose content, parameters, input artefacts (by content) and the
+  helper modules it uses (its imports, transitively: :func:`code_digests`) are
+  unchanged since its last successful run is skipped. A later notebook re-runs
+  only if something it reads changed in content; the log (and ``--dry-run``)
+  says what changed. ``scheduler`` and ``n_workers`` say where the work runs,
+  not what it computes, and are left out.
 * The first failure stops the run with the notebook, the cell and the error;
   the partly executed notebook is kept as ``NN_name.failed.ipynb``. Executed
   notebooks and records are written under temporary names and renamed on
@@ -30,6 +34,7 @@ What it guarantees
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as _dt
 import hashlib
 import json
@@ -301,13 +306,88 @@ def _source_digest(nb_path: Path) -> str:
 
 
 def helpers_digest() -> str:
-    """Digest of the helper package's source (a change re-runs the pipeline)."""
+    """Digest of the whole helper package's source (recorded in run records; the fingerprints use
+    :func:`code_digests`, the modules each notebook actually uses)."""
     h = hashlib.sha256()
     for p in sorted(paths.PACKAGE.rglob("*")):
         if p.is_file() and p.suffix in {".py", ".c", ".h", ".csv", ".json"} and "__pycache__" not in p.parts:
             h.update(str(p.relative_to(paths.PACKAGE)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def _imported_helpers(tree, current: str | None = None) -> set[str]:
+    """Names of the helper modules a parsed source imports (``current``: the module it is in)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == "helpers" or a.name.startswith("helpers."):
+                    out.add(a.name.split(".")[1] if "." in a.name else "__init__")
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 0 and (mod == "helpers" or mod.startswith("helpers.")):
+                base = mod.split(".")[1] if "." in mod else None
+            elif node.level >= 1 and current is not None:
+                base = mod.split(".")[0] if mod else None
+            else:
+                continue
+            if base:
+                out.add(base)
+            else:  # from helpers import a, b  /  from . import a, b
+                out.add("__init__")
+                out.update(a.name for a in node.names)
+    return out
+
+
+#: Files besides Python modules that belong to a module's code (the C kernel of ``inference``).
+_MODULE_EXTRA = {"inference": ("_convkernel.c", "_conv_body.h")}
+
+
+def code_digests(nb_path: Path, package: Path = paths.PACKAGE) -> dict[str, str]:
+    """SHA-256 of every helper module a notebook uses, transitively (its imports, their imports,
+    function-level imports included), plus the package's data files; ``{file: sha256}``.
+
+    A change to a module no notebook cell reaches (say a plotting function only chapter 05 uses)
+    re-runs only the notebooks that reach it.
+    """
+    nb = nbformat.read(nb_path, as_version=4)
+    todo = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        src = "\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!")))
+        try:
+            todo |= _imported_helpers(ast.parse(src))
+        except SyntaxError:
+            continue
+    todo.add("__init__")
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        f = package / f"{name}.py"
+        if name in seen or not f.exists():
+            continue
+        seen.add(name)
+        todo |= _imported_helpers(ast.parse(f.read_text(encoding="utf-8")), current=name) - seen
+    files = [package / f"{m}.py" for m in seen]
+    files += [package / x for m in seen for x in _MODULE_EXTRA.get(m, ())]
+    files += [p for p in sorted((package / "data").rglob("*")) if p.is_file()]
+    return {str(f.relative_to(package)): sha256_file(f) for f in sorted(set(files)) if f.exists()}
+
+
+def _content_digest(path: Path) -> str:
+    """What a notebook reads from a file: for a data set (``.h5``), its content
+    (:func:`helpers.dataset.content_digest`: HDF5 containers differ byte by byte between two
+    writes of the same data); for anything else, its bytes."""
+    if path.suffix == ".h5" and path.is_file():
+        from .dataset import DatasetError, content_digest
+
+        try:
+            return "content:" + content_digest(path)
+        except (DatasetError, OSError, KeyError, ValueError):
+            pass
+    return _digest_path(path)
 
 
 class _DigestCache:
@@ -324,7 +404,7 @@ class _DigestCache:
         info = self.known.get(str(path))
         if info and info["size"] == st.st_size and info["mtime_ns"] == st.st_mtime_ns:
             return info
-        info = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _digest_path(path)}
+        info = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _content_digest(path)}
         self.known[str(path)] = info
         return info
 
@@ -416,6 +496,7 @@ class Plan:
     action: str = "run"  # run | skip
     reason: str = ""
     inputs: dict = field(default_factory=dict)
+    parts: dict = field(default_factory=dict)  # what the fingerprint is made of
 
 
 def _failure_from_notebook(nb_path: Path) -> tuple[int | None, str]:
@@ -520,49 +601,75 @@ def run_pipeline(profile: str, *, only: str | None = None, start: str | None = N
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     records = [r for s in stems if (r := read_record(run_dir, s))]
     cache = _DigestCache(records)
-    code = helpers_digest()
     limit = float(timeout_s if timeout_s is not None else prof["timeout_s"])
 
     plans: list[Plan] = []
-    upstream_ran = False
+    would_run: list[str] = []  # dry run: notebooks that would run before this one
     for nb in selected:
         values = resolved[nb.stem]
         plan = Plan(nb, values)
         plans.append(plan)
         inputs = _path_params(values, "in_", run_dir)
         missing = [f"{k} = {p}" for k, p in inputs.items() if not p.exists()]
-        if missing and not (dry_run and upstream_ran):
+        if missing and not (dry_run and would_run):
             raise PipelineError(
                 f"{nb.stem} cannot run: input artefacts are missing ({'; '.join(missing)}). "
                 "Run the earlier notebooks first (drop --only/--from) or fix the path."
             )
+        # inputs are digested now, after the notebooks before this one have run: a notebook
+        # re-runs when something it reads changed in content, not because an earlier one ran
         if not missing:
             plan.inputs = {k: cache.digest(p)["sha256"] for k, p in inputs.items()}
-        plan.fingerprint = hashlib.sha256(json.dumps(
-            {"notebook": _source_digest(nb), "inputs": plan.inputs,
-             "parameters": {k: v for k, v in values.items() if k not in PLACEMENT_PARAMETERS},
-             "helpers": code}, sort_keys=True, default=str).encode()).hexdigest()
+        parts = {"notebook": _source_digest(nb), "inputs": plan.inputs,
+                 "parameters": {k: v for k, v in values.items() if k not in PLACEMENT_PARAMETERS},
+                 "code": code_digests(nb)}
+        plan.parts = parts
+        plan.fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
         previous = read_record(run_dir, nb.stem)
         outputs = _path_params(values, "out_", run_dir)
         executed = run_dir / paths.RUN_NOTEBOOKS / nb.name
         if force:
             plan.reason = "forced"
-        elif upstream_ran:
-            plan.reason = "an earlier notebook ran"
         elif not previous or previous.get("status") != "ok":
             plan.reason = "no successful run recorded"
         elif previous.get("fingerprint") != plan.fingerprint:
-            plan.reason = "notebook, parameters, inputs or helper code changed"
+            plan.reason = _what_changed(previous.get("fingerprint_parts") or {}, parts)
         elif not executed.exists() or not all(p.exists() for p in outputs.values()):
             plan.reason = "an output is missing"
+        elif dry_run and would_run and any(k.startswith("in_") for k in inputs):
+            plan.reason = (f"runs if what it reads from {', '.join(would_run)} changes in content "
+                           "(known only once they have run)")
         else:
             plan.action, plan.reason = "skip", "unchanged since the last successful run"
         log(f"[{plan.action:4s}] {nb.stem}: {plan.reason}")
         if plan.action == "run":
-            upstream_ran = True
+            would_run.append(nb.stem)
             if not dry_run:
                 _run_one(plan, run_dir, profile, limit, cache, log)
     return plans
+
+
+def _what_changed(before: dict, now: dict) -> str:
+    """Which parts of a fingerprint changed, in words (for the log and ``--dry-run``)."""
+    if not before:
+        return "notebook, parameters, inputs or helper code changed (the last run recorded no details)"
+    said = []
+    if before.get("notebook") != now["notebook"]:
+        said.append("the notebook's cells changed")
+    bp, np_ = before.get("parameters") or {}, now["parameters"]
+    changed = sorted(k for k in set(bp) | set(np_) if bp.get(k) != np_.get(k))
+    if changed:
+        said.append("parameters changed: " + ", ".join(changed))
+    bi, ni = before.get("inputs") or {}, now["inputs"] or {}
+    changed = sorted(k for k in set(bi) | set(ni) if bi.get(k) != ni.get(k))
+    if changed:
+        said.append("inputs changed: " + ", ".join(changed))
+    bc, nc = before.get("code") or {}, now["code"]
+    changed = sorted(k for k in set(bc) | set(nc) if bc.get(k) != nc.get(k))
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        said.append("helper code it uses changed: " + shown)
+    return "; ".join(said) or "the fingerprint changed"
 
 
 def _run_one(plan: Plan, run_dir: Path, profile: str, limit: float, cache: _DigestCache,
@@ -580,7 +687,8 @@ def _run_one(plan: Plan, run_dir: Path, profile: str, limit: float, cache: _Dige
         "notebook": nb.name, "profile": profile, "parameters": plan.parameters,
         "seed": plan.parameters.get("seed"), "git_commit": git_commit(),
         "packages": package_versions(), "machine": machine_info(),
-        "fingerprint": plan.fingerprint, "inputs": plan.inputs,
+        "fingerprint": plan.fingerprint, "fingerprint_parts": plan.parts, "inputs": plan.inputs,
+        "helpers_digest": helpers_digest(),
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     log(f"running {nb.stem} (limit {limit:g} s) ...")

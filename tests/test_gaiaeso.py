@@ -41,7 +41,8 @@ def test_rejections_are_collected_with_reasons(fixture_set):
 
 @pytest.mark.parametrize("kind, match", [
     ("no_unit", "no unit"), ("short", "covers only"), ("mostly_nan", "NaN or have non-positive"),
-    ("no_table", "no binary table"), ("bad_unit", "not a length"),
+    ("no_table", "no binary table"), ("bad_unit", "not a length"), ("truncated", "truncated or corrupt"),
+    ("empty", "not a readable FITS"),
 ])
 def test_each_bad_file_gives_one_clear_reason(tmp_path, kind, match):
     from astropy.io import fits
@@ -61,6 +62,12 @@ def test_each_bad_file_gives_one_clear_reason(tmp_path, kind, match):
         write_phase3(p, w, f, e, unit="Angstrom")
     elif kind == "no_table":
         fits.PrimaryHDU(np.zeros(3)).writeto(p)
+    elif kind == "truncated":  # a partial download: the header is there, the table is cut off
+        write_phase3(p, w, f, e, unit="Angstrom")
+        data = p.read_bytes()
+        p.write_bytes(data[:20_000])
+    elif kind == "empty":
+        p.write_bytes(b"")
     elif kind == "bad_unit":
         cols = [fits.Column(name="WAVE", format=f"{w.size}D", unit="s", array=[w]),
                 fits.Column(name="FLUX", format=f"{w.size}E", array=[f]),

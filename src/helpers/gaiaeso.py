@@ -135,30 +135,42 @@ def read_phase3_spectrum(path, min_coverage: float = 0.8, max_masked: float = 0.
         hdul = fits.open(path, memmap=False)
     except (OSError, ValueError) as exc:
         raise SpectrumReadError(path, f"not a readable FITS file ({exc})") from exc
-    with hdul:
-        table = next((h for h in hdul[1:] if isinstance(h, fits.BinTableHDU)), None)
-        if table is None or table.data is None or len(table.data) < 1:
-            raise SpectrumReadError(path, "no binary table with a spectrum row (ESO Phase 3 1-D format expected)")
-        names = list(table.columns.names)
-        wcol = _find_column(names, WAVE_COLUMNS)
-        if wcol is None:
-            raise SpectrumReadError(path, f"no wavelength column among {names}")
-        fcol = _find_column(names, FLUX_NORM_COLUMNS)
-        ecol = _find_column(names, ERR_NORM_COLUMNS)
-        normalised = fcol is not None
-        if not normalised:
-            fcol = _find_column(names, FLUX_COLUMNS)
-            ecol = _find_column(names, ERR_COLUMNS)
-        if fcol is None:
-            raise SpectrumReadError(path, f"no flux column among {names}")
-        if ecol is None:
-            raise SpectrumReadError(path, f"no error column among {names}")
-        scale = _unit_to_angstrom(table.columns[wcol].unit, path)
-        row = table.data[0]
-        wave = np.asarray(row[wcol], float).ravel() * scale
-        flux = np.asarray(row[fcol], float).ravel()
-        err = np.asarray(row[ecol], float).ravel()
-        hdr = {**dict(hdul[0].header), **dict(table.header)}
+    try:
+        with hdul:
+            return _phase3_from_hdul(path, hdul, min_coverage, max_masked)
+    except SpectrumReadError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
+        # astropy reads the table lazily: a file cut short fails here, not in fits.open
+        raise SpectrumReadError(path, f"truncated or corrupt file: its table cannot be read ({type(exc).__name__}: "
+                                      f"{exc}); download it again") from exc
+
+
+def _phase3_from_hdul(path, hdul, min_coverage: float, max_masked: float) -> Phase3Spectrum:
+    """The body of :func:`read_phase3_spectrum` for an opened file."""
+    table = next((h for h in hdul[1:] if isinstance(h, fits.BinTableHDU)), None)
+    if table is None or table.data is None or len(table.data) < 1:
+        raise SpectrumReadError(path, "no binary table with a spectrum row (ESO Phase 3 1-D format expected)")
+    names = list(table.columns.names)
+    wcol = _find_column(names, WAVE_COLUMNS)
+    if wcol is None:
+        raise SpectrumReadError(path, f"no wavelength column among {names}")
+    fcol = _find_column(names, FLUX_NORM_COLUMNS)
+    ecol = _find_column(names, ERR_NORM_COLUMNS)
+    normalised = fcol is not None
+    if not normalised:
+        fcol = _find_column(names, FLUX_COLUMNS)
+        ecol = _find_column(names, ERR_COLUMNS)
+    if fcol is None:
+        raise SpectrumReadError(path, f"no flux column among {names}")
+    if ecol is None:
+        raise SpectrumReadError(path, f"no error column among {names}")
+    scale = _unit_to_angstrom(table.columns[wcol].unit, path)
+    row = table.data[0]
+    wave = np.asarray(row[wcol], float).ravel() * scale
+    flux = np.asarray(row[fcol], float).ravel()
+    err = np.asarray(row[ecol], float).ravel()
+    hdr = {**dict(hdul[0].header), **dict(table.header)}
     if not (wave.size == flux.size == err.size) or wave.size < 10:
         raise SpectrumReadError(path, f"array lengths differ or are too short (wave {wave.size}, "
                                       f"flux {flux.size}, err {err.size})")

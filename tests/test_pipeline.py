@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -261,3 +262,27 @@ def test_a_change_that_leaves_an_output_as_it_was_runs_nothing_after_it(project)
     pipeline.run_pipeline("tiny", overrides=["01_first.value=9"], dry_run=True, log=lines.append, **project)
     assert any("parameters changed: value" in l for l in lines)
     assert any("02_second: runs if what it reads from 01_first changes" in l for l in lines)
+
+
+def test_list_parameters_shows_help_and_survives_a_closed_pipe(project):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "helpers.pipeline", "--profile", "tiny", "--list-parameters",
+           "--notebooks-dir", str(project["notebooks_dir"]), "--params-dir", str(project["params_dir"])]
+    full = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "01_first" in full and "value = 7" in full
+    # `... | head -1`: the reader goes away after one line; no traceback, exit status 0. The real
+    # notebooks' list (about 15 kB) overflows a pipe shrunk to 4 kB, so the writer does hit the closed end.
+    import fcntl
+
+    cmd = [sys.executable, "-m", "helpers.pipeline", "--profile", "quick", "--list-parameters"]
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ
+    p = subprocess.Popen(cmd, stdout=w, stderr=subprocess.PIPE)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        fh.read(100)
+    assert len(subprocess.run(cmd, capture_output=True, check=True).stdout) > 3 * 4096
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and "Traceback" not in err

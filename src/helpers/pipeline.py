@@ -111,8 +111,9 @@ def notebook_parameters(nb_path: Path) -> dict[str, dict]:
     Returns
     -------
     dict
-        ``{name: {"default": value, "type": type_name}}`` in cell order, where
-        ``type_name`` is one of ``bool, int, float, str, list, dict, None``.
+        ``{name: {"default": value, "type": type_name, "comment": help}}`` in cell order, where
+        ``type_name`` is one of ``bool, int, float, str, list, dict, None`` and ``help`` is the
+        comment that ends the assignment.
 
     Raises
     ------
@@ -128,8 +129,18 @@ def notebook_parameters(nb_path: Path) -> dict[str, dict]:
         raise PipelineError(
             f"{nb_path.name} has {len(cells)} cells tagged 'parameters'; it needs exactly one"
         )
+    import io
+    import tokenize
+
     params: dict[str, dict] = {}
     tree = ast.parse(cells[0].source)
+    comments = {}  # line number -> the comment that ends it (the parameter's help text)
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(cells[0].source).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    except (tokenize.TokenError, IndentationError):
+        pass
     for node in tree.body:
         if isinstance(node, ast.AnnAssign):
             targets, value = [node.target], node.value
@@ -146,7 +157,8 @@ def notebook_parameters(nb_path: Path) -> dict[str, dict]:
                 raise PipelineError(
                     f"{nb_path.name}: the default of parameter '{target.id}' is not a literal"
                 ) from exc
-            params[target.id] = {"default": default, "type": _type_name(default)}
+            params[target.id] = {"default": default, "type": _type_name(default),
+                                 "comment": comments.get(node.end_lineno, comments.get(node.lineno, ""))}
     return params
 
 
@@ -785,10 +797,16 @@ def main(argv: list[str] | None = None) -> int:
             nbs = discover_notebooks(args.notebooks_dir)
             prof = load_profile(args.profile, args.params_dir)
             resolved = resolve_parameters(nbs, prof, parse_overrides(args.param))
-            for stem, values in resolved.items():
-                print(stem)
-                for k, v in values.items():
-                    print(f"    {k} = {v!r}")
+            specs = {nb.stem: notebook_parameters(nb) for nb in nbs}
+            try:
+                for stem, values in resolved.items():
+                    print(stem)
+                    for k, v in values.items():
+                        note = specs[stem][k].get("comment", "")
+                        print(f"    {k} = {v!r}" + (f"  # {note}" if note else ""))
+                sys.stdout.flush()
+            except BrokenPipeError:  # e.g. piped to `head`: stop quietly
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         run_pipeline(args.profile, only=args.only, start=args.start, overrides=args.param,
                      force=args.force, timeout_s=args.timeout, run_root=args.run_root,

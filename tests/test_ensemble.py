@@ -196,3 +196,31 @@ def test_inheritance_verdict_follows_the_shares():
     v = ensemble.inheritance_verdict([row(0.1), row(3.5), row(-2.0)])
     assert "repeats 0" in v and "in 2 its own bias is larger" in v and "physics" not in v
     assert "no kind of star" in ensemble.inheritance_verdict([])
+
+
+def test_the_summary_has_one_owner_that_checks_its_members_and_training_set(tmp_path, tiny_survey):
+    from helpers import model as M
+    from helpers.dataset import content_digest
+
+    _, path, _ = tiny_survey
+    member = tmp_path / "member_00.keras"
+    member.write_bytes(b"weights")
+    kw = dict(members=[{"path": str(member), "seed": 1, "best_val_loss": 0.1, "epochs": 3, "seconds": 2.0}],
+              kept=[0], keep_percentile=80.0, threshold=0.2, split={"seed": 4, "n_fit": 2},
+              rows={"train": [0, 1, 2], "val": [3], "test": [4], "fit": [2, 0]},
+              scaler=M.LabelScaler(np.zeros(5), np.ones(5)), architecture={}, backend="tensorflow",
+              training_digest=content_digest(path))
+    s = ensemble.write_summary(tmp_path / "ensemble.json", **kw)
+    got = ensemble.read_summary(s, training=path)
+    assert got["rows"]["fit"].tolist() == [2, 0] and got["kept_paths"] == [str(member)]
+    member.write_bytes(b"other weights")  # a member replaced behind the summary's back
+    with pytest.raises(ensemble.SummaryError, match="changed since"):
+        ensemble.read_summary(s)
+    member.write_bytes(b"weights")
+    with pytest.raises(ensemble.SummaryError, match="another training set"):
+        ensemble.read_summary(ensemble.write_summary(tmp_path / "e2.json", **{**kw, "training_digest": "x"}), training=path)
+    (tmp_path / "old.json").write_text('{"members": []}')
+    with pytest.raises(ensemble.SummaryError, match="not an ensemble summary"):
+        ensemble.read_summary(tmp_path / "old.json")
+    with pytest.raises(ensemble.SummaryError, match="run notebook 03"):
+        ensemble.read_summary(tmp_path / "none.json")

@@ -15,15 +15,108 @@ from pathlib import Path
 import numpy as np
 
 from . import LABELS, paths
-from .fileio import atomic_path
+from .fileio import atomic_path, sha256_file, write_json
 from .precision import calibration_fractions, robust_scatter
 
-__all__ = ["split_rows", "inheritance_rows", "inheritance_verdict", "INHERIT_MIN", "fit_rows", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
+__all__ = ["write_summary", "read_summary", "SummaryError", "split_rows", "inheritance_rows", "inheritance_verdict", "INHERIT_MIN", "fit_rows", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
            "write_predictions", "read_predictions", "precision_rows", "calibration_rows",
            "crb_for_rows", "fisher_for_rows", "bound_rows", "NUISANCE_PARAMETERS", "predict_file"]
 
 #: Precision figures of Ambrosch et al. (2023), with their source (shipped CSV).
 PAPER_PRECISION = paths.PAPER_PRECISION
+
+
+#: Format of chapter 03's ensemble summary (``ensemble.json``), the hand-off to chapters 04 and 07.
+SUMMARY_FORMAT = "ges-mgal-ensemble-summary"
+SUMMARY_VERSION = 1
+_SUMMARY_KEYS = ("members", "kept", "keep_percentile", "threshold", "split", "scaler", "architecture",
+                 "backend", "training_digest")
+
+
+class SummaryError(ValueError):
+    """An ensemble summary that is missing, of another format, or does not fit what it is used with."""
+
+
+def write_summary(path, *, members: list[dict], kept, keep_percentile: float, threshold: float,
+                  split: dict, rows: dict, scaler, architecture: dict, backend: str,
+                  training_digest: str) -> Path:
+    """Write chapter 03's ensemble summary (the only writer of this format).
+
+    Parameters
+    ----------
+    members : list of dict
+        Per member: ``path`` (its ``.keras`` file), ``seed``, ``best_val_loss``, ``epochs``,
+        ``seconds``; the SHA-256 of each member file is added here, so the summary changes
+        whenever a member does and a replaced member file is noticed by :func:`read_summary`.
+    kept : sequence of int
+        Indices of the members kept.
+    split : dict
+        ``seed``, ``test_fraction``, ``val_fraction`` and the sizes.
+    rows : dict
+        ``train``, ``val``, ``test``, ``fit``: row indices of the training set (readers take the
+        split from here instead of re-deriving it).
+    scaler : helpers.model.LabelScaler
+    training_digest : str
+        :func:`helpers.dataset.content_digest` of the training set the rows index.
+    """
+    out = {"format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
+           "members": [{**{k: m[k] for k in ("path", "seed", "best_val_loss", "epochs", "seconds")},
+                        "sha256": sha256_file(m["path"])} for m in members],
+           "kept": [int(i) for i in kept], "keep_percentile": float(keep_percentile),
+           "threshold": float(threshold), "split": dict(split),
+           "rows": {k: [int(i) for i in v] for k, v in rows.items()},
+           "scaler": scaler.to_json(), "architecture": architecture, "backend": backend,
+           "training_digest": training_digest}
+    return write_json(path, out)
+
+
+def read_summary(path, training=None) -> dict:
+    """Read an ensemble summary, checking its format, its member files and (optionally) that it
+    belongs to the training set ``training``.
+
+    Returns
+    -------
+    dict
+        As written by :func:`write_summary`, with ``rows`` as integer arrays and ``kept_paths``
+        (the kept members' files).
+
+    Raises
+    ------
+    SummaryError
+        Missing file, another format or version, a member file missing or changed since chapter
+        03 wrote the summary, or a summary made for another training set.
+    """
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        raise SummaryError(f"{path} does not exist; run notebook 03_train_ensemble first")
+    try:
+        s = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SummaryError(f"{path} is not readable JSON ({exc}); re-run notebook 03_train_ensemble") from exc
+    if s.get("format") != SUMMARY_FORMAT or s.get("version") != SUMMARY_VERSION:
+        raise SummaryError(f"{path} is not an ensemble summary of version {SUMMARY_VERSION} "
+                           f"(format {s.get('format')!r}, version {s.get('version')!r}); re-run notebook 03_train_ensemble")
+    missing = [k for k in _SUMMARY_KEYS if k not in s]
+    if missing:
+        raise SummaryError(f"{path} lacks {missing}; re-run notebook 03_train_ensemble")
+    for m in s["members"]:
+        p = Path(m["path"])
+        if not p.exists():
+            raise SummaryError(f"member file {p} named in {path} is missing; re-run notebook 03_train_ensemble")
+        if sha256_file(p) != m["sha256"]:
+            raise SummaryError(f"member file {p} changed since {path} was written (checksum differs); "
+                               "re-run notebook 03_train_ensemble")
+    if training is not None:
+        from .dataset import content_digest
+
+        if content_digest(training) != s["training_digest"]:
+            raise SummaryError(f"{path} was made for another training set than {training}: re-run chapter 03 "
+                               "on this training set first")
+    s["rows"] = {k: np.asarray(v, dtype=np.int64) for k, v in s["rows"].items()}
+    s["kept_paths"] = [s["members"][i]["path"] for i in s["kept"]]
+    return s
 
 
 _WORKER_ENGINES: dict = {}

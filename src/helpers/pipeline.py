@@ -616,7 +616,7 @@ def run_pipeline(profile: str, *, only: str | None = None, start: str | None = N
     limit = float(timeout_s if timeout_s is not None else prof["timeout_s"])
 
     plans: list[Plan] = []
-    would_run: list[str] = []  # dry run: notebooks that would run before this one
+    would_run: dict[Path, str] = {}  # dry run: outputs of the notebooks that would run, and whose they are
     for nb in selected:
         values = resolved[nb.stem]
         plan = Plan(nb, values)
@@ -648,14 +648,14 @@ def run_pipeline(profile: str, *, only: str | None = None, start: str | None = N
             plan.reason = _what_changed(previous.get("fingerprint_parts") or {}, parts)
         elif not executed.exists() or not all(p.exists() for p in outputs.values()):
             plan.reason = "an output is missing"
-        elif dry_run and would_run and any(k.startswith("in_") for k in inputs):
-            plan.reason = (f"runs if what it reads from {', '.join(would_run)} changes in content "
+        elif dry_run and (upstream := sorted({would_run[p] for p in inputs.values() if p in would_run})):
+            plan.reason = (f"runs if what it reads from {', '.join(upstream)} changes in content "
                            "(known only once they have run)")
         else:
             plan.action, plan.reason = "skip", "unchanged since the last successful run"
         log(f"[{plan.action:4s}] {nb.stem}: {plan.reason}")
         if plan.action == "run":
-            would_run.append(nb.stem)
+            would_run.update({p: nb.stem for p in outputs.values()})
             if not dry_run:
                 _run_one(plan, run_dir, profile, limit, cache, log)
     return plans

@@ -15,7 +15,7 @@ from astropy.table import MaskedColumn, Table
 
 from helpers.simulate import ForwardModel
 from helpers.spectra import C_KMS, SETUPS
-from helpers.survey import cname
+from helpers.gaiaeso import cname
 
 #: Stars of the fixture set: RA, Dec [deg], labels, VRAD [km/s].
 STARS = [

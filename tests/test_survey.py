@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import LABELS, dataset, survey
+from helpers import LABELS, dataset, gaiaeso, survey
 
 from conftest import tiny_config
 
@@ -91,7 +91,7 @@ def test_training_cuts(tiny_survey):
 
 
 def test_cname_format():
-    c = survey.cname([150.123456, 10.0, np.nan], [-30.5, 5.25, 0.0])
+    c = gaiaeso.cname([150.123456, 10.0, np.nan], [-30.5, 5.25, 0.0])
     assert c[0] == "10002962-3030000" and c[1] == "00400000+0515000" and c[2] == ""
 
 

@@ -29,7 +29,7 @@ from .spectra import SETUPS, Grid, continuum_normalise, resample, to_rest_frame
 
 __all__ = ["SpectrumReadError", "Phase3Spectrum", "read_phase3_spectrum", "scan_spectra",
            "read_ges_catalogue", "SolarScale", "quality_mask", "crossmatch",
-           "build_gaiaeso_dataset", "GES_TYPE_GROUPS"]
+           "build_gaiaeso_dataset", "GES_TYPE_GROUPS", "cname"]
 
 WAVE_COLUMNS = ("WAVE", "WAVELENGTH", "LAMBDA", "WAVE_AIR")
 FLUX_NORM_COLUMNS = ("FLUX_NORMALIZED", "FLUX_NORMALISED", "FLUX_NORM", "NORM_FLUX")
@@ -112,6 +112,24 @@ def _infer_setup(wave_aa: np.ndarray) -> str | None:
         if frac > best_overlap:
             best, best_overlap = name, frac
     return best if best_overlap > 0 else None
+
+
+def cname(ra_deg, dec_deg) -> np.ndarray:
+    """Gaia-ESO CNAME ``hhmmssss±ddmmsss`` from ICRS RA, Dec in degrees ('' where NaN)."""
+    out = []
+    for ra, dec in zip(np.atleast_1d(ra_deg), np.atleast_1d(dec_deg)):
+        if not (np.isfinite(ra) and np.isfinite(dec)):
+            out.append("")
+            continue
+        h = (ra % 360) / 15.0
+        hh, mm = int(h), int((h * 60) % 60)
+        ss = (h * 3600) % 60
+        sign = "+" if dec >= 0 else "-"
+        d = abs(dec)
+        dd, dm = int(d), int((d * 60) % 60)
+        ds = (d * 3600) % 60
+        out.append(f"{hh:02d}{mm:02d}{int(ss * 100):04d}{sign}{dd:02d}{dm:02d}{int(ds * 10):03d}")
+    return np.array(out)
 
 
 def read_phase3_spectrum(path, min_coverage: float = 0.8, max_masked: float = 0.5) -> Phase3Spectrum:
@@ -339,7 +357,6 @@ def crossmatch(spec_cnames, spec_ra, spec_dec, cat: dict, max_sep_arcsec: float 
 
 
 def _spectrum_cname(s: Phase3Spectrum) -> str:
-    from .survey import cname
 
     for key in ("CNAME", "OBJECT"):
         v = str(s.header.get(key, "")).strip()

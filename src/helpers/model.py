@@ -270,7 +270,7 @@ def member_seed(seed: int, i: int) -> int:
 def save_member(model, path, *, scaler: LabelScaler, grid, cfg: ModelConfig, seed: int,
                 history: dict, seconds: float, extra: dict | None = None) -> Path:
     """Save a model as ``<path>.keras`` plus ``<path>.json`` (its record), both atomically."""
-    from .pipeline import package_versions
+    from .records import package_versions
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -39,20 +39,19 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import nbformat
 import yaml
 
 from . import parallel, paths
+from .records import git_commit, machine_info, package_versions
 from .fileio import atomic_path, sha256_file, write_json
 
 __all__ = [
@@ -68,12 +67,6 @@ __all__ = [
     "main",
 ]
 
-#: Packages whose versions go into every run record.
-RECORDED_PACKAGES = (
-    "numpy", "scipy", "astropy", "h5py", "matplotlib", "papermill", "nbformat",
-    "pooch", "pyyaml", "jupyter-book", "myst-nb", "keras", "tensorflow", "jax", "torch",
-    "scikit-learn", "openTSNE",
-)
 PATH_PREFIXES = ("in_", "out_")
 
 
@@ -442,52 +435,6 @@ def _path_params(values: dict, prefix: str, run_dir: Path) -> dict[str, Path]:
 
 
 # --------------------------------------------------------------------------- records
-def git_commit(repo: Path = paths.REPO) -> str:
-    """Return ``<sha>`` or ``<sha>-dirty`` of the checkout, or ``unknown``."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                             text=True, check=True, timeout=20).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=repo, capture_output=True, text=True, timeout=20).stdout
-        return sha + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def package_versions(names=RECORDED_PACKAGES) -> dict[str, str]:
-    """Versions of the installed packages among ``names`` (absent ones left out)."""
-    out = {"python": platform.python_version()}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def machine_info() -> dict:
-    """Processor, core count and memory of this machine (no host or user names)."""
-    mem = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    mem = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"system": platform.system(), "machine": platform.machine(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "memory_gib": mem}
-
-
 def read_record(run_dir: Path, stem: str) -> dict | None:
     """Return the run record of notebook ``stem`` in ``run_dir``, or None."""
     path = run_dir / paths.RUN_RECORDS / f"{stem}.json"

@@ -25,6 +25,7 @@ from astropy.coordinates import Galactic, SkyCoord
 
 from . import LABELS, __version__, parallel, paths
 from .dataset import DatasetWriter
+from .gaiaeso import cname
 from .galaxy import (FRAME, GalaxyModel, abs_mag_v, galactocentric, halo_al, kiel_track,
                      low_alpha_alpha, low_alpha_mg, metallicity_shift, sample_field_stars, thin_al)
 from .grid import DOMAIN, VMIC_BAND
@@ -34,7 +35,7 @@ from .simulate import ForwardModel, default_vmic, grid_labels
 from .survey_labels import survey_labels
 
 __all__ = ["DEFECTS", "FLAG_BITS", "SurveyConfig", "make_catalogue", "generate_survey",
-           "select_training", "cname", "GENERATOR", "inside_domain", "chemistry_summary",
+           "select_training", "GENERATOR", "inside_domain", "chemistry_summary",
            "CHEMISTRY_KEYS"]
 
 #: Name of the generator written into every file's provenance.
@@ -134,24 +135,6 @@ def gc_mgal_extent(feh, log_mass):
     about 1 dex for a massive metal-poor cluster, ~0.1 dex for a light metal-rich one.
     """
     return float(np.clip(0.55 + 0.7 * (log_mass - 5.4) - 0.45 * (feh + 1.5), 0.05, 1.1))
-
-
-def cname(ra_deg, dec_deg) -> np.ndarray:
-    """Gaia-ESO CNAME ``hhmmssss±ddmmsss`` from ICRS RA, Dec in degrees ('' where NaN)."""
-    out = []
-    for ra, dec in zip(np.atleast_1d(ra_deg), np.atleast_1d(dec_deg)):
-        if not (np.isfinite(ra) and np.isfinite(dec)):
-            out.append("")
-            continue
-        h = (ra % 360) / 15.0
-        hh, mm = int(h), int((h * 60) % 60)
-        ss = (h * 3600) % 60
-        sign = "+" if dec >= 0 else "-"
-        d = abs(dec)
-        dd, dm = int(d), int((d * 60) % 60)
-        ds = (d * 3600) % 60
-        out.append(f"{hh:02d}{mm:02d}{int(ss * 100):04d}{sign}{dd:02d}{dm:02d}{int(ds * 10):03d}")
-    return np.array(out)
 
 
 def _icrs_from_galactocentric(x, y, z):

@@ -77,3 +77,22 @@ def test_every_chapter_has_the_page_shape(nb):
         caption = [ln for ln in body.splitlines() if ln.strip() and not ln.startswith(":")]
         assert caption, body[:80]
     assert "{numref}`fig-" in md
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_first_code_cell_sets_up_colab_and_does_nothing_here(nb, tmp_path, monkeypatch):
+    import subprocess
+
+    data = json.loads(nb.read_text())
+    first = next(c for c in data["cells"] if c["cell_type"] == "code")
+    assert "colab-setup" in first["metadata"].get("tags", [])
+    src = "".join(first["source"])
+    stems = [p.stem for p in NOTEBOOKS]
+    k = stems.index(nb.stem)
+    # it makes the inputs of this chapter, i.e. runs the quick profile up to the chapter before
+    assert (f'"--to", "{stems[k - 1][:2]}"' in src) == (k > 0)
+    ran = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **kw: ran.append(a))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(src, nb.name, "exec"), {})
+    assert ran == [] and list(tmp_path.iterdir()) == []  # the project is installed here: nothing happens

@@ -286,3 +286,10 @@ def test_list_parameters_shows_help_and_survives_a_closed_pipe(project):
     assert len(subprocess.run(cmd, capture_output=True, check=True).stdout) > 3 * 4096
     err = p.stderr.read().decode()
     assert p.wait() == 0 and "Traceback" not in err
+
+
+def test_to_stops_after_the_named_notebook(project):
+    plans, _ = run(project, stop="01")
+    assert [p.notebook.stem for p in plans] == ["01_first"]
+    with pytest.raises(pipeline.PipelineError, match="either --only or --from/--to"):
+        run(project, only="01", stop="01")

@@ -515,7 +515,7 @@ def _execute(nb: Path, out_partial: Path, parameters: dict, run_dir: Path,
 
 
 def run_pipeline(profile: str, *, only: str | None = None, start: str | None = None,
-                 overrides: list[str] | None = None, force: bool = False,
+                 stop: str | None = None, overrides: list[str] | None = None, force: bool = False,
                  timeout_s: float | None = None, run_root: Path | None = None,
                  notebooks_dir: Path = paths.NOTEBOOKS, params_dir: Path = paths.PARAMS,
                  dry_run: bool = False, log=print) -> list[Plan]:
@@ -525,8 +525,8 @@ def run_pipeline(profile: str, *, only: str | None = None, start: str | None = N
     ----------
     profile : str
         Name of ``params/<profile>.yaml``.
-    only, start : str, optional
-        Run just this notebook, or start from it (full stem or its number).
+    only, start, stop : str, optional
+        Run just this notebook, start from it, or stop after it (full stem or its number).
     overrides : list of str
         ``NOTEBOOK.NAME=VALUE`` items.
     force : bool
@@ -545,15 +545,16 @@ def run_pipeline(profile: str, *, only: str | None = None, start: str | None = N
     prof = load_profile(profile, params_dir)
     resolved = resolve_parameters(notebooks, prof, parse_overrides(overrides or []))
     stems = [p.stem for p in notebooks]
-    if only and start:
-        raise PipelineError("use either --only or --from, not both")
+    if only and (start or stop):
+        raise PipelineError("use either --only or --from/--to, not both")
     selected = notebooks
     if only:
         key = _match_notebook(only, stems)
         selected = [p for p in notebooks if p.stem == key]
-    elif start:
-        key = _match_notebook(start, stems)
-        selected = notebooks[stems.index(key):]
+    else:
+        lo = stems.index(_match_notebook(start, stems)) if start else 0
+        hi = stems.index(_match_notebook(stop, stems)) + 1 if stop else len(stems)
+        selected = notebooks[lo:hi]
 
     run_dir = paths.run_dir(profile, run_root).resolve()
     for sub in (paths.RUN_NOTEBOOKS, paths.RUN_RECORDS, paths.RUN_ARTEFACTS):
@@ -721,6 +722,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--only", metavar="NOTEBOOK", help="run just this notebook (stem or number)")
     g.add_argument("--from", dest="start", metavar="NOTEBOOK",
                    help="start from this notebook and run the rest")
+    p.add_argument("--to", dest="stop", metavar="NOTEBOOK", default=None,
+                   help="stop after this notebook (stem or number)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NB.NAME=VALUE",
                    help="override a parameter, e.g. -p 03_train_ensemble.n_models=4 (repeatable)")
     p.add_argument("--force", action="store_true", help="run even if nothing changed")
@@ -755,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
             except BrokenPipeError:  # e.g. piped to `head`: stop quietly
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-        run_pipeline(args.profile, only=args.only, start=args.start, overrides=args.param,
+        run_pipeline(args.profile, only=args.only, start=args.start, stop=args.stop, overrides=args.param,
                      force=args.force, timeout_s=args.timeout, run_root=args.run_root,
                      notebooks_dir=args.notebooks_dir, params_dir=args.params_dir,
                      dry_run=args.dry_run)

@@ -96,3 +96,24 @@ def test_the_first_code_cell_sets_up_colab_and_does_nothing_here(nb, tmp_path, m
     monkeypatch.chdir(tmp_path)
     exec(compile(src, nb.name, "exec"), {})
     assert ran == [] and list(tmp_path.iterdir()) == []  # the project is installed here: nothing happens
+
+
+def test_library_defaults_are_the_notebooks_defaults():
+    """One value per default: the helpers' defaults for what a notebook exposes as a parameter
+    are the notebook's own (a test, since the notebook must state them as literals)."""
+    import dataclasses
+    import inspect
+
+    from helpers import compare, survey
+
+    nb01 = pipeline.notebook_parameters(paths.NOTEBOOKS / "01_prepare_data.ipynb")
+    fields = {f.name: f.default for f in dataclasses.fields(survey.SurveyConfig)}
+    rename = {"benchmarks": "include_benchmarks"}
+    shared = [n for n in fields if rename.get(n, n) in nb01]
+    assert len(shared) >= 12
+    for name in shared:
+        assert fields[name] == nb01[rename.get(name, name)]["default"], name
+    nb07 = pipeline.notebook_parameters(paths.NOTEBOOKS / "07_cannon.ipynb")
+    for name, par in inspect.signature(compare.edge_masks).parameters.items():
+        if name in nb07:
+            assert par.default == nb07[name]["default"], name

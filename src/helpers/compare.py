@@ -87,7 +87,7 @@ def summary_rows(methods: dict, references: dict) -> list[dict]:
     return rows
 
 
-def edge_masks(labels, metal_poor: float = -1.0, hot: float = 6500.0, cool: float = 4300.0,
+def edge_masks(labels, metal_poor: float = -1.0, hot: float = 6200.0, cool: float = 4300.0,
                giant_logg: float = 2.5) -> dict:
     """Stars at the edges of the label space, by the reference labels (N, 5).
 

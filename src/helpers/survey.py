@@ -78,11 +78,11 @@ class SurveyConfig:
     galaxy : GalaxyModel
     """
 
-    n_field: int = 2000
-    n_open_clusters: int = 8
-    members_per_oc: int = 25
-    n_globular_clusters: int = 5
-    members_per_gc: int = 30
+    n_field: int = 1200
+    n_open_clusters: int = 6
+    members_per_oc: int = 15
+    n_globular_clusters: int = 4
+    members_per_gc: int = 20
     benchmarks: bool = True
     snr_median: float = 45.0
     snr_min: float = 8.0

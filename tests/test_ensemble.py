@@ -224,3 +224,19 @@ def test_the_summary_has_one_owner_that_checks_its_members_and_training_set(tmp_
         ensemble.read_summary(tmp_path / "old.json")
     with pytest.raises(ensemble.SummaryError, match="run notebook 03"):
         ensemble.read_summary(tmp_path / "none.json")
+
+
+def test_random_streams_are_named_and_distinct():
+    from helpers import model as M
+    from helpers import seeds
+
+    assert len(set(seeds.TAGS.values())) == len(seeds.TAGS)
+    # member i's stream is none of the other streams of the same run seed (it used to be [seed, i],
+    # which for i = 3 was the split's stream)
+    states = [tuple(seeds.sequence(42, name).generate_state(4)) for name in seeds.TAGS]
+    members = [tuple(seeds.sequence(42, "member", i).generate_state(4)) for i in range(12)]
+    assert len(set(states) | set(members)) == len(states) + len(members)
+    assert M.member_seed(42, 3) == int(seeds.sequence(42, "member", 3).generate_state(1)[0] % (2**31 - 1))
+    assert tuple(np.random.SeedSequence([42, 3]).generate_state(4)) == tuple(seeds.sequence(42, "split").generate_state(4))
+    with pytest.raises(KeyError, match="unknown random stream"):
+        seeds.rng(1, "nonsense")

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from . import seeds
+
 __all__ = ["CleaningConfig", "pca_features", "embed", "find_groups", "outlier_scores",
            "decide", "clean", "removal_metrics", "halves", "choose_thresholds", "THRESHOLDS",
            "THRESHOLD_FACTORS", "LOST_WEIGHT"]
@@ -261,7 +263,7 @@ LOST_WEIGHT = 5.0
 
 def halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A fixed random split of ``n`` rows into two halves (sorted indices): choose on one, score on the other."""
-    perm = np.random.default_rng(np.random.SeedSequence([seed, 11])).permutation(n)
+    perm = seeds.rng(seed, "cleaning_halves").permutation(n)
     return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import LABELS, paths
+from . import LABELS, paths, seeds
 from .fileio import atomic_path, sha256_file, write_json
 from .precision import calibration_fractions, robust_scatter
 
@@ -245,7 +245,7 @@ def split_rows(n: int, test_fraction: float, val_fraction: float, seed: int):
     if n_test < 1 or n_val < 1 or n_test + n_val >= n:
         raise ValueError(f"fractions {test_fraction} (test) and {val_fraction} (validation) of {n} "
                          "spectra leave one part empty; use more spectra or other fractions")
-    perm = np.random.default_rng(np.random.SeedSequence([seed, 3])).permutation(n)
+    perm = seeds.rng(seed, "split").permutation(n)
     return (np.sort(perm[n_test + n_val:]), np.sort(perm[n_test:n_test + n_val]),
             np.sort(perm[:n_test]))
 
@@ -259,7 +259,7 @@ def fit_rows(train_rows, n_max: int, seed: int) -> np.ndarray:
     train_rows = np.asarray(train_rows)
     if not n_max or n_max >= len(train_rows):
         return train_rows
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 4]))
+    rng = seeds.rng(seed, "fit_rows")
     return np.sort(rng.choice(train_rows, n_max, replace=False))
 
 

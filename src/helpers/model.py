@@ -172,7 +172,9 @@ def build_model(n_pixels: int, n_labels: int = len(LABELS), cfg: ModelConfig = M
     (never from Python's global ``random``, which other threads of a process, e.g. a Dask worker's,
     draw from at unpredictable moments); without, Keras's defaults apply.
     """
-    streams = iter(np.random.SeedSequence([int(seed), 11]).generate_state(64) % (2**31 - 1)) if seed is not None else None
+    from . import seeds
+
+    streams = iter(seeds.sequence(seed, "member_layers").generate_state(64) % (2**31 - 1)) if seed is not None else None
 
     def init():
         return keras.initializers.GlorotUniform(seed=int(next(streams))) if streams is not None else "glorot_uniform"
@@ -234,6 +236,8 @@ def train_member(x_train, y_train, x_val, y_val, cfg: ModelConfig, seed: int, lo
     a TensorFlow graph whose operation seeds depend on what else the process built before. Early
     stopping watches the validation loss with ``cfg.patience`` and restores the best weights.
     """
+    from . import seeds
+
     keras.utils.set_random_seed(int(seed))
     if backend() == "tensorflow":
         import tensorflow as tf
@@ -245,7 +249,7 @@ def train_member(x_train, y_train, x_val, y_val, cfg: ModelConfig, seed: int, lo
     best, best_weights, wait = np.inf, None, 0
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
-        order = np.random.default_rng(np.random.SeedSequence([int(seed), 7, epoch])).permutation(len(x_train))
+        order = seeds.rng(seed, "member_epochs", epoch).permutation(len(x_train))
         h = model.fit(x_train[order], y_train[order], validation_data=(x_val, y_val), batch_size=cfg.batch_size,
                       epochs=epoch + 1, initial_epoch=epoch, verbose=2 if log_every else 0, shuffle=False)
         for k, vals in h.history.items():
@@ -264,7 +268,9 @@ def train_member(x_train, y_train, x_val, y_val, cfg: ModelConfig, seed: int, lo
 
 def member_seed(seed: int, i: int) -> int:
     """Sub-seed of ensemble member ``i`` (derived from the notebook's one seed)."""
-    return int(np.random.SeedSequence([seed, i]).generate_state(1)[0] % (2**31 - 1))
+    from . import seeds
+
+    return int(seeds.sequence(seed, "member", i).generate_state(1)[0] % (2**31 - 1))
 
 
 def save_member(model, path, *, scaler: LabelScaler, grid, cfg: ModelConfig, seed: int,

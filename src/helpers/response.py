@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import LABELS
+from . import LABELS, seeds
 from .grid import RESPONSE_STARS, RESPONSE_STEPS, default_vmic
 from .noise import SKY_V_MAG, NoiseModel, counts_for_snr
 
@@ -105,7 +105,7 @@ def measure_response(predict, rset: dict, noise_model: NoiseModel, snrs=RESPONSE
             for k in range(0, len(flat), per):  # the same draw for a base and its steps
                 star, draw = divmod(k // per, draws)
                 for j in range(per):
-                    rng = np.random.default_rng(np.random.SeedSequence([seed, s_i, star, draw]))
+                    rng = seeds.rng(seed, "response_noise", s_i, star, draw)
                     noisy[k + j], ivar[k + j] = noise_model.observe(flat[k + j:k + j + 1],
                                                                     counts[k:k + 1], sky[k:k + 1], rng)
         else:  # resampled through the detector's pixels like every observed spectrum, no noise

@@ -23,7 +23,7 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import Galactic, SkyCoord
 
-from . import LABELS, __version__, parallel, paths
+from . import LABELS, __version__, parallel, paths, seeds
 from .dataset import DatasetWriter
 from .gaiaeso import cname
 from .galaxy import (FRAME, GalaxyModel, abs_mag_v, galactocentric, halo_al, kiel_track,
@@ -250,7 +250,7 @@ def make_catalogue(cfg: SurveyConfig) -> dict:
     dict of ndarray
         One entry per column; see :mod:`helpers.dataset` for how it is stored.
     """
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
+    rng = seeds.rng(cfg.seed, "survey_catalogue")
     field_stars = sample_field_stars(cfg.n_field, rng, cfg.galaxy)
     parts = [("field", {**{k: field_stars[k] for k in ("teff", "logg", "feh", "mg_fe", "al_fe",
                                                         "alpha_fe", "state", "ra", "dec",
@@ -466,7 +466,7 @@ def _render_survey_chunk(task):
     Its random numbers come from the survey's seed and the chunk's index only, so the result does
     not depend on which worker renders it, or on how many there are."""
     fm, seed, c, sl, labels, alpha, nuis, defects, counts, sky, chunk = task
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 1, c]))
+    rng = seeds.rng(seed, "survey_chunk", c)
     flux = fm.render(labels, nuis, alpha_fe=alpha, chunk=chunk)
     binary = np.nonzero(defects == "binary")[0]
     if binary.size:

@@ -237,6 +237,8 @@ def test_random_streams_are_named_and_distinct():
     members = [tuple(seeds.sequence(42, "member", i).generate_state(4)) for i in range(12)]
     assert len(set(states) | set(members)) == len(states) + len(members)
     assert M.member_seed(42, 3) == int(seeds.sequence(42, "member", 3).generate_state(1)[0] % (2**31 - 1))
-    assert tuple(np.random.SeedSequence([42, 3]).generate_state(4)) == tuple(seeds.sequence(42, "split").generate_state(4))
+    # SeedSequence pads with zeros: without the count of indices, item 0 of a stream would be the stream
+    assert tuple(np.random.SeedSequence([42, 1001]).generate_state(4)) == tuple(np.random.SeedSequence([42, 1001, 0]).generate_state(4))
+    assert tuple(seeds.sequence(42, "member").generate_state(4)) != tuple(seeds.sequence(42, "member", 0).generate_state(4))
     with pytest.raises(KeyError, match="unknown random stream"):
         seeds.rng(1, "nonsense")

@@ -4,7 +4,7 @@ named here, and the indices of what is drawn (a chunk, a member, an epoch, a sta
 Two draws share a stream only if they share a tag, so no draw can repeat another's numbers by
 accident (before this table, ensemble member 3 drew from the stream of the train/test split).
 Tags are fixed numbers: changing one changes every result that depends on it, so they are only
-ever added, never renumbered.
+ever added, never renumbered. The entropy is ``[seed, tag, number of indices, *indices]``.
 """
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def sequence(seed: int, tag: str, *index: int) -> np.random.SeedSequence:
     """The :class:`numpy.random.SeedSequence` of stream ``tag`` (a name of :data:`TAGS`)."""
     if tag not in TAGS:
         raise KeyError(f"unknown random stream {tag!r}; the streams are {sorted(TAGS)} (helpers.seeds)")
-    return np.random.SeedSequence([int(seed), TAGS[tag], *(int(i) for i in index)])
+    # the number of indices goes in too: SeedSequence pads its entropy with zeros, so [s, t] and
+    # [s, t, 0] would otherwise be the same stream
+    return np.random.SeedSequence([int(seed), TAGS[tag], len(index), *(int(i) for i in index)])
 
 
 def rng(seed: int, tag: str, *index: int) -> np.random.Generator:

@@ -52,10 +52,11 @@ def test_run_times_table_reads_every_profile(tmp_path):
         for i, w in enumerate(walls):
             (rec_dir / f"0{i + 1}_x.json").write_text(json.dumps({
                 "notebook": f"0{i + 1}_x.ipynb", "status": "ok", "wall_time_s": w,
-                "started": "2026-11-25T10:00:00+00:00",
+                "started": "2026-11-25T10:00:00+00:00", "peak_memory_gib": 0.4 + i,
                 "machine": {"cpu_count": 2, "cpu": "Test CPU", "memory_gib": 24}}))
     table = book.run_times_table(tmp_path)
     assert "| `quick` | 2 | 2.0 |" in table and "| `default` | 2 | 21.7 |" in table
+    assert "| 1.4 |" in table  # the largest peak memory of a profile's notebooks
     assert "2 × Test CPU, 24 GiB" in table
     assert "No run records" in book.run_times_table(tmp_path / "none")
 

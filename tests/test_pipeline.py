@@ -66,8 +66,9 @@ def test_runs_in_order_and_records(project):
     rec = json.loads((rd / "records" / "02_second.json").read_text())
     assert rec["status"] == "ok"
     assert rec["parameters"]["value"] == 2.5
-    for key in ("git_commit", "packages", "wall_time_s", "machine", "seed"):
+    for key in ("git_commit", "packages", "wall_time_s", "machine", "seed", "peak_memory_gib"):
         assert key in rec
+    assert 0.01 < rec["peak_memory_gib"] < 8  # a kernel running a tiny notebook
     assert "numpy" in rec["packages"] and rec["machine"]["cpu_count"] >= 1
     # the book shows this run's parameters, and collapses the notebook's defaults
     nb = nbformat.read(rd / "notebooks" / "01_first.ipynb", as_version=4)

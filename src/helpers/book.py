@@ -205,13 +205,15 @@ def run_times_table(run_root: Path | None = None) -> str:
             continue
         m = ok[-1].get("machine", {})
         per = ", ".join(f"{r['notebook'][:2]}: {float(r['wall_time_s']) / 60:.1f}" for r in ok)
+        mem = [float(r["peak_memory_gib"]) for r in ok if r.get("peak_memory_gib") is not None]
         rows.append(f"| `{rdir.name}` | {len(ok)} | {sum(float(r['wall_time_s']) for r in ok) / 60:.1f} | {per} | "
+                    + (f"{max(mem):.1f}" if mem else "—") + " | "
                     f"{m.get('cpu_count', '?')} × {m.get('cpu', '?')}, {m.get('memory_gib', '?')} GiB | "
                     f"{max(r.get('started', '') for r in ok)[:10]} |")
     if not rows:
         return "No run records were found on the machine that built this book.\n"
-    head = ("| profile | notebooks | total [min] | per notebook [min] | machine | last run |\n"
-            "|---|---|---|---|---|---|\n")
+    head = ("| profile | notebooks | total [min] | per notebook [min] | peak memory [GiB] | machine | last run |\n"
+            "|---|---|---|---|---|---|---|\n")
     return head + "\n".join(rows) + "\n"
 
 

@@ -477,9 +477,51 @@ def _failure_from_notebook(nb_path: Path) -> tuple[int | None, str]:
     return None, "no error output was found in the notebook"
 
 
+class _PeakMemory:
+    """The largest total resident memory of a process and all its descendants (the kernel, its Dask
+    workers), sampled twice a second in a thread while the notebook runs [bytes]."""
+
+    def __init__(self, pid: int, every_s: float = 0.5):
+        import threading
+
+        self.pid, self.every_s, self.peak = pid, every_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self):
+        try:
+            import psutil
+        except ImportError:  # pragma: no cover - installed with distributed
+            return
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._stop.is_set():
+            total = 0
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                break
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.every_s)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.peak
+
+
 def _execute(nb: Path, out_partial: Path, parameters: dict, run_dir: Path,
-             timeout_s: float, log) -> None:
-    """Execute one notebook with papermill in a child process, with a wall-clock limit."""
+             timeout_s: float, log) -> dict:
+    """Execute one notebook with papermill in a child process, with a wall-clock limit; returns
+    ``{"peak_memory_gib": ...}`` (the process tree's largest total resident memory)."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as fh:
         yaml.safe_dump(parameters, fh)
         params_file = fh.name
@@ -491,6 +533,7 @@ def _execute(nb: Path, out_partial: Path, parameters: dict, run_dir: Path,
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log would clutter the pages
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)
+    memory = _PeakMemory(proc.pid)
     try:
         output, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -503,6 +546,7 @@ def _execute(nb: Path, out_partial: Path, parameters: dict, run_dir: Path,
         )
     finally:
         os.unlink(params_file)
+        peak = memory.stop()
     if proc.returncode != 0:
         cell, error = _failure_from_notebook(out_partial) if out_partial.exists() else (None, "")
         tail = "\n".join(output.strip().splitlines()[-15:])
@@ -512,6 +556,7 @@ def _execute(nb: Path, out_partial: Path, parameters: dict, run_dir: Path,
             + (f"\n--- papermill output (last lines) ---\n{tail}" if not cell else ""),
             nb.stem, cell,
         )
+    return {"peak_memory_gib": round(peak / 1024**3, 2)}
 
 
 def run_pipeline(profile: str, *, only: str | None = None, start: str | None = None,
@@ -654,7 +699,7 @@ def _run_one(plan: Plan, run_dir: Path, profile: str, limit: float, cache: _Dige
     log(f"running {nb.stem} (limit {limit:g} s) ...")
     t0 = time.perf_counter()
     try:
-        _execute(nb, partial, plan.parameters, run_dir, limit, log)
+        usage = _execute(nb, partial, plan.parameters, run_dir, limit, log)
     except NotebookFailed as exc:
         record.update(status="failed", error=str(exc), wall_time_s=round(time.perf_counter() - t0, 2))
         if partial.exists():
@@ -675,7 +720,7 @@ def _run_one(plan: Plan, run_dir: Path, profile: str, limit: float, cache: _Dige
     _collapse_injected(partial)
     os.replace(partial, final)
     record.update(
-        status="ok", wall_time_s=round(wall, 2),
+        status="ok", wall_time_s=round(wall, 2), **usage,
         finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         outputs={str(p): cache.digest(p) for p in outputs.values()},
     )

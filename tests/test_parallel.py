@@ -82,7 +82,7 @@ def test_unknown_schedulers_are_refused_with_the_choices(tmp_path):
     for bad in ("", "threads", 3):
         with pytest.raises(ValueError, match="synchronous"):
             parallel.describe(bad)
-    with pytest.raises(FileNotFoundError, match="cluster-slurm.example.yaml"):
+    with pytest.raises(FileNotFoundError, match="clusters/slurm.example.yaml"):
         parallel.jobqueue_cluster(tmp_path / "none.yaml")
     f = tmp_path / "c.yaml"
     f.write_text("jobqueue: kubernetes\n")
@@ -91,7 +91,7 @@ def test_unknown_schedulers_are_refused_with_the_choices(tmp_path):
 
 
 def test_the_shipped_slurm_example_builds_a_job_script():
-    example = Path(__file__).resolve().parents[1] / "params" / "cluster-slurm.example.yaml"
+    example = Path(__file__).resolve().parents[1] / "params" / "clusters" / "slurm.example.yaml"
     cluster, scale = parallel.jobqueue_cluster(example)
     try:
         script = cluster.job_script()

@@ -294,3 +294,20 @@ def test_to_stops_after_the_named_notebook(project):
     assert [p.notebook.stem for p in plans] == ["01_first"]
     with pytest.raises(pipeline.PipelineError, match="either --only or --from/--to"):
         run(project, only="01", stop="01")
+
+
+def test_a_profile_of_ones_own_extends_another(project):
+    pd = project["params_dir"]
+    (pd / "mine.yaml").write_text("extends: tiny\nnotebooks:\n  02_second:\n    value: 9.5\n")
+    prof = pipeline.load_profile("mine", pd)
+    assert prof["notebooks"]["01_first"]["value"] == 7 and prof["notebooks"]["02_second"]["value"] == 9.5
+    assert prof["timeout_s"] == 120
+    plans = pipeline.run_pipeline("mine", log=lambda *_: None, **project)
+    assert [p.action for p in plans] == ["run", "run"]
+    assert (project["run_root"] / "mine" / "artefacts" / "b.txt").read_text() == "a:7;b:9.5;"
+    (pd / "loop.yaml").write_text("extends: loop\n")
+    with pytest.raises(pipeline.PipelineError, match="in a circle"):
+        pipeline.load_profile("loop", pd)
+    with pytest.raises(pipeline.PipelineError, match="no profile 'nothing'"):
+        (pd / "bad.yaml").write_text("extends: nothing\n")
+        pipeline.load_profile("bad", pd)

@@ -16,7 +16,7 @@ data set in blocks, synthesising grid stars, training ensemble members) hands it
     manager). Its workers must import :mod:`helpers` and read the same files: on a cluster, put
     the repository and the run folder on a shared file system.
 ``"cluster.yaml"``
-    A dask-jobqueue cluster described in a YAML file (see ``params/cluster-slurm.example.yaml``)::
+    A dask-jobqueue cluster described in a YAML file (see ``params/clusters/slurm.example.yaml``)::
 
         jobqueue: slurm          # slurm, pbs, sge, lsf, htcondor, moab, oar
         cluster:                 # keyword arguments of e.g. dask_jobqueue.SLURMCluster
@@ -110,7 +110,7 @@ def _read_jobqueue(path: Path) -> dict:
 
     if not path.is_file():
         raise FileNotFoundError(f"scheduler file {path} does not exist: write one like "
-                                "params/cluster-slurm.example.yaml or use scheduler='local'")
+                                "params/clusters/slurm.example.yaml or use scheduler='local'")
     with open(path, encoding="utf-8") as fh:
         spec = yaml.safe_load(fh) or {}
     if not isinstance(spec, dict) or spec.get("jobqueue") not in _JOBQUEUE:

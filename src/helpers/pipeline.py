@@ -182,8 +182,14 @@ def _check_type(nb: str, name: str, value, expected: str) -> None:
 
 
 # --------------------------------------------------------------------------- profiles
-def load_profile(profile: str, params_dir: Path = paths.PARAMS) -> dict:
-    """Read ``params/<profile>.yaml`` (``yaml.safe_load``) and check its shape."""
+def load_profile(profile: str, params_dir: Path = paths.PARAMS, _seen: tuple = ()) -> dict:
+    """Read ``params/<profile>.yaml`` (``yaml.safe_load``) and check its shape.
+
+    A profile may start from another (``extends: default``): it takes that profile's description,
+    time limit, shared and per-notebook values, and overrides any of them.
+    """
+    if profile in _seen:
+        raise PipelineError(f"profiles extend each other in a circle: {' -> '.join((*_seen, profile))}")
     path = Path(params_dir) / f"{profile}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in Path(params_dir).glob("*.yaml"))
@@ -192,10 +198,22 @@ def load_profile(profile: str, params_dir: Path = paths.PARAMS) -> dict:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise PipelineError(f"{path} must hold a mapping")
-    unknown = set(data) - {"description", "timeout_s", "notebooks", "shared"}
+    unknown = set(data) - {"description", "timeout_s", "notebooks", "shared", "extends"}
     if unknown:
         raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown)} "
-                            "(allowed: description, timeout_s, shared, notebooks)")
+                            "(allowed: description, extends, timeout_s, shared, notebooks)")
+    if data.get("extends"):
+        base = load_profile(str(data["extends"]), params_dir, (*_seen, profile))
+        own_nbs = data.get("notebooks") or {}
+        if not isinstance(own_nbs, dict):
+            raise PipelineError(f"{path}: 'notebooks' must map notebook names to parameters")
+        merged = {k: dict(v) for k, v in base["notebooks"].items()}
+        for k, v in own_nbs.items():
+            merged.setdefault(k, {}).update(v or {})
+        data = {"description": data.get("description", base.get("description")),
+                "timeout_s": data.get("timeout_s", base["timeout_s"]),
+                "shared": {**base["shared"], **(data.get("shared") or {})},
+                "notebooks": merged, "extends": data["extends"]}
     if not isinstance(data.get("shared") or {}, dict):
         raise PipelineError(f"{path}: 'shared' must map parameter names to values")
     data["shared"] = data.get("shared") or {}

@@ -8,6 +8,7 @@ from helpers import dataset, gaiaeso, spectra
 from helpers.spectra import giraffe_grid
 
 from gaiaeso_fixtures import STARS, make_fixture_set, write_phase3
+from helpers.gaiaeso import cname
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +214,39 @@ def test_a_link_out_of_the_data_folder_is_refused(tmp_path):
     (data / "ADP.link.fits").symlink_to(outside)
     with pytest.raises(ValueError, match="escapes the data folder"):
         manifest.verify_real_files(manifest.load_manifest(), "gaia-eso-dr5.1-giraffe-spectra", data)
+
+
+def test_stars_without_vrad_get_one_by_cross_correlation(fixture_set, tmp_path):
+    from astropy.table import Table
+
+    from helpers.simulate import ForwardModel
+
+    grid = giraffe_grid()
+    t = Table.read(fixture_set["catalogue"])
+    t["VRAD"] = np.nan  # a catalogue that gives no radial velocities
+    cat = tmp_path / "cat.fits"
+    t.write(cat)
+    # without a template the stars are refused, each with the reason
+    with pytest.raises(ValueError, match="no radial velocity"):
+        gaiaeso.build_gaiaeso_dataset(fixture_set["spectra_dir"], cat, grid, tmp_path / "o.h5", tmp_path / "t.h5")
+    template = (grid.wave, ForwardModel(grid=grid).render([[5500, 4.0, 0.0, 0.0, 0.0]])[0])  # one typical star
+    res = gaiaeso.build_gaiaeso_dataset(fixture_set["spectra_dir"], cat, grid, tmp_path / "o.h5",
+                                        tmp_path / "t.h5", rv_template=template)
+    assert res["n_stars"] == 4
+    d = dataset.read_dataset(tmp_path / "o.h5")
+    truth = {str(cname([ra], [dec])[0]): v for ra, dec, _, v in STARS}
+    for cn, v, src in zip(d.stars["cname"], d.stars["vrad"], d.stars["vrad_source"]):
+        assert src == "cross-correlation" and abs(v - truth[cn]) < 1.0, (cn, v, truth[cn])
+
+
+def test_cross_correlation_recovers_a_known_shift_and_says_when_it_cannot():
+    from helpers.spectra import C_KMS, cross_correlate_rv
+
+    w = np.arange(8480.0, 8900.0, 0.05)
+    rest = 1 - 0.5 * np.exp(-0.5 * ((w[:, None] - np.array([8500, 8542, 8600, 8662, 8700])) / 0.4) ** 2).sum(axis=1)
+    obs_w = np.arange(8490.0, 8890.0, 0.2)
+    f = np.interp(obs_w / (1 + 37.3 / C_KMS), w, rest) * 500.0  # an un-normalised observed spectrum
+    res = cross_correlate_rv([(obs_w, f, np.full(f.size, 5.0), np.zeros(f.size, bool))], w, rest)
+    assert abs(res["rv"] - 37.3) < 0.5 and 0 < res["rv_err"] < 1
+    far = cross_correlate_rv([(obs_w + 5000, f, np.full(f.size, 5.0), np.zeros(f.size, bool))], w, rest)
+    assert np.isnan(far["rv"]) and far["n_pixels"] == 0

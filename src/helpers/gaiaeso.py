@@ -371,15 +371,19 @@ def _spectrum_cname(s: Phase3Spectrum) -> str:
 def build_gaiaeso_dataset(spectra_dir, catalogue_path, grid: Grid, out_observed, out_training,
                           solar: SolarScale = SolarScale(), snr_min: float = 20.0,
                           max_errors: dict | None = None, max_sep_arcsec: float = 1.0,
-                          pattern: str = "ADP.*.fits") -> dict:
+                          pattern: str = "ADP.*.fits", rv_template=None) -> dict:
     """Turn a folder of Phase 3 spectra and a catalogue into the observed and training data sets.
 
     Per star with both setups: shift to the rest frame (catalogue VRAD), resample
     flux-conservingly to ``grid``, normalise the continuum with
     :func:`helpers.spectra.continuum_normalise` (also when the files carry a
     normalised flux, so training and application data are treated alike), and
-    join HR10 and HR21. Stars missing a setup, without a catalogue match or
-    without a radial velocity are rejected with the reason recorded.
+    join HR10 and HR21. Stars missing a setup or without a catalogue match are
+    rejected with the reason recorded. A star without a catalogue VRAD gets one by
+    cross-correlation against ``rv_template`` (``(rest-frame wavelengths [Å],
+    normalised flux)``, e.g. the spectral model's spectrum of a typical star;
+    :func:`helpers.spectra.cross_correlate_rv`), recorded in the ``vrad_source``
+    column; without a template, or when that fails, the star is rejected.
 
     Returns
     -------
@@ -409,15 +413,24 @@ def build_gaiaeso_dataset(spectra_dir, catalogue_path, grid: Grid, out_observed,
         stars[int(r)][s.setup] = s
     needed = [st.name for st in grid.setups]
     fluxes, ivars, keep = [], [], []
-    vrad = cat.get("VRAD", np.full(len(cat["teff"]), np.nan))
+    vrad = np.array(cat.get("VRAD", np.full(len(cat["teff"]), np.nan)), float)
+    vrad_source = np.where(np.isfinite(vrad), "catalogue", "").astype("<U17")
     for r, by_setup in sorted(stars.items()):
         missing = [n for n in needed if n not in by_setup]
         label = cat["CNAME"][r] if "CNAME" in cat else str(r)
         if missing:
             rejected.append({"file": label, "reason": f"no {'/'.join(missing)} spectrum"})
             continue
+        if not np.isfinite(vrad[r]) and rv_template is not None:
+            from .spectra import cross_correlate_rv
+
+            xc = cross_correlate_rv([(s.wave, s.flux, s.err, s.mask) for s in by_setup.values()], *rv_template)
+            if np.isfinite(xc["rv"]) and np.isfinite(xc["rv_err"]):
+                vrad[r], vrad_source[r] = xc["rv"], "cross-correlation"
         if not np.isfinite(vrad[r]):
-            rejected.append({"file": label, "reason": "no radial velocity (VRAD) in the catalogue"})
+            rejected.append({"file": label, "reason": "no radial velocity (VRAD) in the catalogue"
+                             + (" and none from cross-correlation" if rv_template is not None else
+                                " (give a template to measure one)")})
             continue
         f_all = np.ones(grid.n_pixels, np.float32)
         iv_all = np.zeros(grid.n_pixels, np.float32)
@@ -457,6 +470,7 @@ def build_gaiaeso_dataset(spectra_dir, catalogue_path, grid: Grid, out_observed,
     columns.update({"survey_flag": np.zeros(n, int), "snr": snr, "defect": np.full(n, "unknown"),
                     "ra": num("RA"), "dec": num("DEC"), "distance_pc": np.full(n, np.nan),
                     "R_kpc": np.full(n, np.nan), "z_kpc": np.full(n, np.nan), "vrad": vrad[keep],
+                    "vrad_source": vrad_source[keep],
                     "train_reject_reason": reason})
     prov = {"generator": "helpers.gaiaeso", "generator_version": __version__, "source": "gaia-eso",
             "seed": None, "parameters": {"spectra_dir": str(spectra_dir), "catalogue": str(catalogue_path),

@@ -311,3 +311,36 @@ def test_a_profile_of_ones_own_extends_another(project):
     with pytest.raises(pipeline.PipelineError, match="no profile 'nothing'"):
         (pd / "bad.yaml").write_text("extends: nothing\n")
         pipeline.load_profile("bad", pd)
+
+
+def test_a_run_killed_mid_notebook_is_run_again_and_leaves_nothing_half_written(project):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run(project)
+    rd = project["run_root"] / "tiny"
+    before = (rd / "artefacts" / "b.txt").read_text()
+    executed = rd / "notebooks" / "02_second.ipynb"
+    stamp = executed.stat().st_mtime_ns
+    code = ("import sys; from pathlib import Path; from helpers import pipeline; "
+            f"pipeline.run_pipeline('tiny', overrides=['02_second.sleep=60', '02_second.value=4.5'], "
+            f"notebooks_dir=Path({str(project['notebooks_dir'])!r}), params_dir=Path({str(project['params_dir'])!r}), "
+            f"run_root=Path({str(project['run_root'])!r}))")
+    p = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    record = rd / "records" / "02_second.json"
+    for _ in range(600):  # until the second notebook is running
+        if record.exists() and json.loads(record.read_text()).get("status") == "running":
+            break
+        time.sleep(0.1)
+    time.sleep(3)
+    os.killpg(p.pid, signal.SIGKILL)  # the runner, papermill and the kernel, mid-notebook
+    p.wait()
+    assert json.loads(record.read_text())["status"] == "running"
+    assert (rd / "artefacts" / "b.txt").read_text() == before  # the old output, whole
+    assert executed.stat().st_mtime_ns == stamp  # the killed run's notebook never replaced the finished one
+    # the next run, even with the old parameters, runs the killed notebook again
+    plans, logs = run(project)
+    assert [p.action for p in plans] == ["skip", "run"] and "no successful run recorded" in plans[1].reason
+    assert (rd / "artefacts" / "b.txt").read_text() == before

@@ -715,6 +715,9 @@ def _run_one(plan: Plan, run_dir: Path, profile: str, limit: float, cache: _Dige
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     log(f"running {nb.stem} (limit {limit:g} s) ...")
+    # a run killed from here on leaves this record: the next run sees no successful run and
+    # runs the notebook again, whatever it had written before it was stopped
+    write_json(record_path, {**record, "status": "running"})
     t0 = time.perf_counter()
     try:
         usage = _execute(nb, partial, plan.parameters, run_dir, limit, log)

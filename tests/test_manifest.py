@@ -6,9 +6,19 @@ import pytest
 from helpers import manifest
 
 
-def test_repository_manifest_loads():
+def test_the_repository_manifest_declares_every_profile_it_checks_and_every_shipped_file():
+    """What chapter 01 relies on: each profile's manifest_name has an entry for both files it
+    checks, and every shipped file the manifest names exists."""
+    from helpers import paths, pipeline
+
     m = manifest.load_manifest()
-    assert "simulated" in m
+    nbs = pipeline.discover_notebooks()
+    for profile in ("quick", "default"):
+        name = pipeline.resolve_parameters(nbs, pipeline.load_profile(profile), {})[nbs[0].stem]["manifest_name"]
+        files = m["simulated"][name]["files"]
+        assert {"observed.h5", "training.h5"} <= set(files), profile
+    for part in m["grid"]["parts"]:
+        assert (paths.GRID / part).exists(), part
 
 
 def _dataset(path, value):

@@ -151,3 +151,18 @@ def test_scale_section_is_written_from_the_bench_results(tmp_path):
     assert "| survey rendering [spectra/s] | 100.0 | 190.0 | 1.90 |" in text
     assert "20,000,000 / (300.0 spectra/s per worker × 100 workers) = 667 s" in text
     assert "Estimate, not a measurement" in text and "6 minutes" in text
+
+
+def test_a_flag_is_drawn_in_two_colours_with_a_legend_not_a_colour_bar():
+    import numpy as np
+
+    from helpers import plots
+
+    rng = np.random.default_rng(0)
+    flag = rng.random(200) < 0.1
+    fig = plots.kiel(rng.uniform(4000, 6500, 200), rng.uniform(1, 4.5, 200), flag, "flagged")
+    assert len(fig.axes) == 1  # no colour-bar axes
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts == [f"not flagged ({(~flag).sum()})", f"flagged ({flag.sum()})"]
+    fig = plots.kiel(rng.uniform(4000, 6500, 200), rng.uniform(1, 4.5, 200), rng.random(200), "[Fe/H]")
+    assert len(fig.axes) == 2  # a continuous quantity keeps its colour bar

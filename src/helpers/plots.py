@@ -183,16 +183,28 @@ def line_check(rows: list[dict]):
 
 
 def kiel(teff, logg, colour, colour_label, ax=None, s=3):
-    """Kiel diagram (Teff against log g, both axes reversed)."""
+    """Kiel diagram (Teff against log g, both axes reversed).
+
+    A boolean ``colour`` (a flag) is drawn in two colours with a legend ("colour_label" and
+    "not colour_label"), not with a continuous colour bar.
+    """
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 4))
-    sc = ax.scatter(teff, logg, c=colour, s=s, rasterized=True)
+    c = np.asarray(colour)
+    if c.dtype == bool:
+        ax.scatter(np.asarray(teff)[~c], np.asarray(logg)[~c], s=s, c="0.7", rasterized=True,
+                   label=f"not {colour_label} ({(~c).sum():,})")
+        ax.scatter(np.asarray(teff)[c], np.asarray(logg)[c], s=3 * s, c="C3", rasterized=True,
+                   label=f"{colour_label} ({c.sum():,})")
+        ax.legend(loc="lower left", markerscale=3)
+    else:
+        sc = ax.scatter(teff, logg, c=colour, s=s, rasterized=True)
+        plt.colorbar(sc, ax=ax, label=colour_label)
     ax.set_xlim(7200, 3700)
     ax.set_ylim(5.0, 0.5)
     ax.set_xlabel(LABEL_TEX["teff"])
     ax.set_ylabel(LABEL_TEX["logg"])
-    plt.colorbar(sc, ax=ax, label=colour_label)
     return fig or ax.figure
 
 

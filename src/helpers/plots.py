@@ -16,7 +16,8 @@ __all__ = ["use_style", "SPECIES_COLOURS", "spectra_with_lines", "line_response"
            "emulator_errors", "response_pairs", "line_check", "kiel", "label_histograms", "snr_histogram", "defect_gallery",
            "galactic_positions", "abundance_plane", "survey_vs_truth", "unavailable", "tsne_maps",
            "tsne_by_category", "group_gallery", "mg_al_by_cluster", "training_curves", "member_selection",
-           "one_to_one", "residuals_vs_snr", "calibration", "gradients_under_spectrum", "enrichment_matrix",
+           "one_to_one", "residuals_vs_snr", "calibration", "gradients_under_spectrum", "gradient_zooms",
+           "ZOOM_WINDOWS", "enrichment_matrix",
            "benchmark_offsets", "cluster_means", "mg_al_clusters", "density_planes", "planes_in_bins",
            "radial_profiles", "chemistry_planes", "survey_error_vs_truth", "noise_correlation",
            "snr_vs_magnitude", "response_by_star"]
@@ -591,6 +592,50 @@ def gradients_under_spectrum(wave, spectrum, grads: dict, spread: dict, lines, s
     handles = [mpl.lines.Line2D([], [], color=v, lw=1.5, label=k) for k, v in SPECIES_COLOURS.items()
                if k not in ("Fe II", "Ca I")]
     fig.legend(handles=handles, loc="upper right", ncol=len(handles), frameon=False, fontsize=7)
+    if title:
+        fig.suptitle(title, x=0.01, ha="left")
+    return fig
+
+
+#: Windows of :func:`gradient_zooms`: the strongest Mg and Al features of HR10 and HR21
+#: (name, centre [Å]); each window spans ±4 Å.
+ZOOM_WINDOWS = (("Mg I 5528", 5528.41), ("Mg I 8736", 8736.02), ("Al I 8773 doublet", 8773.38),
+                ("Mg I 8807", 8806.76))
+
+
+def gradient_zooms(wave, spectrum, grads: dict, spread: dict, lines, windows=ZOOM_WINDOWS,
+                   half_width: float = 4.0, title=""):
+    """Zooms of :func:`gradients_under_spectrum` on the lines the test is about: one column per
+    window (±``half_width`` Å around each centre), the mean spectrum on top and each label's
+    gradient below, on the same scale as the full figure (its largest value over the whole
+    spectrum), so a zoom shows how much of the gradient sits at that line.
+    """
+    n = 1 + len(grads)
+    fig, axes = plt.subplots(n, len(windows), figsize=(2.6 * len(windows) + 1.2, 1.25 * n + 0.6),
+                             sharex="col", squeeze=False)
+    for c, (name, centre) in enumerate(windows):
+        sel = (wave >= centre - half_width) & (wave <= centre + half_width)
+        axes[0, c].plot(wave[sel], spectrum[sel], "k-", lw=0.8)
+        axes[0, c].set_title(name, loc="left")
+        axes[0, c].set_ylim(min(0.3, np.nanmin(spectrum[sel]) - 0.05) if sel.any() else 0.3, 1.08)
+        for r, k in enumerate(grads, start=1):
+            ax = axes[r, c]
+            scale = np.nanmax(np.abs(grads[k])) or 1.0
+            g, s = grads[k][sel] / scale, spread[k][sel] / scale
+            ax.fill_between(wave[sel], g - s, g + s, color="0.75", lw=0)
+            ax.plot(wave[sel], g, "-", color=OKABE_ITO[5], lw=0.9)
+            ax.set_ylim(-1.1, 1.1)
+            if c == 0:
+                ax.set_ylabel(LABEL_TEX[k].split(" [")[0], rotation=0, ha="right", va="center")
+        for r in range(n):
+            ax = axes[r, c]
+            ax.set_xlim(centre - half_width, centre + half_width)
+            for ln in lines:
+                w = float(ln["wavelength_air_A"])
+                if abs(w - centre) <= half_width and ln["species"] in SPECIES_COLOURS:
+                    ax.axvline(w, color=SPECIES_COLOURS[ln["species"]], lw=0.8, alpha=0.7, zorder=0)
+        axes[-1, c].set_xlabel("wavelength [Å]")
+        axes[-1, c].xaxis.set_major_locator(mpl.ticker.MaxNLocator(3))
     if title:
         fig.suptitle(title, x=0.01, ha="left")
     return fig

@@ -90,9 +90,12 @@ def about_run_page(run_dir: Path) -> str:
     if not recs:
         return "\n".join(lines + ["No run records were found.", ""])
     total = sum(float(r.get("wall_time_s", 0) or 0) for r in recs)
-    lines += ["| notebook | status | wall time [min] | started (UTC) | commit |", "|---|---|---|---|---|"]
+    lines += ["| notebook | status | wall time [min] | peak memory [GiB] | started (UTC) | commit |",
+              "|---|---|---|---|---|---|"]
     for r in recs:
+        mem = r.get("peak_memory_gib")
         lines.append(f"| {r['notebook']} | {r.get('status', '')} | {float(r.get('wall_time_s', 0)) / 60:.1f} | "
+                     f"{'—' if mem is None else f'{float(mem):.1f}'} | "
                      f"{r.get('started', '')[:16].replace('T', ' ')} | {str(r.get('git_commit', ''))[:10]} |")
     lines += ["", f"Total: {total / 60:.1f} minutes.", ""]
     m = recs[-1].get("machine", {})

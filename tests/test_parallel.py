@@ -115,3 +115,13 @@ def test_stop_ends_submission_and_keeps_what_finished(local):
         calls["n"] = 0
         out = parallel.run_tasks(sync, failing_task, [0, 1, 2, 4, 5, 6, 7], stop=stop)
     assert out[:3] == [0, 1, 2] and out[3:] == [None] * 4
+
+
+def test_an_existing_scheduler_is_reached_by_its_address(local):
+    lines = []
+    address = local.client.scheduler.address
+    with parallel.open_scheduler(address, log=lines.append) as sched:
+        assert sched.kind == "address" and sched.n_workers == 2
+        assert parallel.run_tasks(sched, seeded_task, [(42, i) for i in range(4)]) == \
+            [seeded_task((42, i)) for i in range(4)]
+    assert lines and lines[0].startswith(f"scheduler: Dask scheduler at {address}, 2 workers")

@@ -119,6 +119,7 @@ def test_stop_ends_submission_and_keeps_what_finished(local):
 
 def test_an_existing_scheduler_is_reached_by_its_address(local):
     lines = []
+    local.client.wait_for_workers(2, timeout=60)  # a worker killed by an earlier test is being replaced
     address = local.client.scheduler.address
     with parallel.open_scheduler(address, log=lines.append) as sched:
         assert sched.kind == "address" and sched.n_workers == 2

@@ -1,6 +1,6 @@
 """The same work on 1 and 2 Dask workers, side by side in one run, and what 100 workers would take.
 
-Measured here, each with ``--workers`` (default 1,2) local worker processes of one thread
+Measured here, each with ``--workers`` (default 1,2) local Dask worker processes of one thread (also for one)
 (:mod:`helpers.parallel`):
 
 * survey rendering: spectra per second (the quick profile's survey, or ``--n-field``);
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         obs = tmp / "obs.h5"
         for w in workers:
             cfg = survey.survey_config_from_parameters({**values, "n_workers": w})
-            with parallel.open_scheduler("local", n_workers=w, log=None) as sched:
+            with parallel.open_scheduler("local", n_workers=w, log=None, single_in_process=False) as sched:
                 t0 = time.perf_counter()
                 res = survey.generate_survey(cfg, obs, log=None, scheduler=sched)
                 dt = time.perf_counter() - t0
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         rows = survey.select_training(cat, survey.survey_config_from_parameters(values))
         fit, val = rows[:args.train_spectra], rows[args.train_spectra:args.train_spectra + 100]
         for w in workers:
-            with parallel.open_scheduler("local", n_workers=w, log=None) as sched:
+            with parallel.open_scheduler("local", n_workers=w, log=None, single_in_process=False) as sched:
                 ensemble.predict_file(paths_m, scaler, obs, block=512, scheduler=sched)  # warm the workers
                 t0 = time.perf_counter()
                 ensemble.predict_file(paths_m, scaler, obs, block=512, scheduler=sched)

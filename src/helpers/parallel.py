@@ -140,7 +140,7 @@ def jobqueue_cluster(path):
 
 @contextmanager
 def open_scheduler(spec: str = "local", n_workers: int | None = None, threads_per_worker: int = 1,
-                   log: Callable[[str], None] | None = print):
+                   log: Callable[[str], None] | None = print, single_in_process: bool = True):
     """Open the scheduler a ``scheduler`` parameter names, and close it afterwards.
 
     Parameters
@@ -149,7 +149,8 @@ def open_scheduler(spec: str = "local", n_workers: int | None = None, threads_pe
         See the module docstring (:data:`SCHEDULER_HELP`).
     n_workers : int, optional
         Worker processes of a ``local`` cluster (default: cores // threads_per_worker); with 1 the
-        tasks run in this process, as with ``synchronous``.
+        tasks run in this process, as with ``synchronous`` (unless ``single_in_process`` is False,
+        as for a benchmark of one worker against two).
     threads_per_worker : int
         Threads of each local worker, and the size of its BLAS, OpenMP and TensorFlow pools.
     log : callable, optional
@@ -160,7 +161,7 @@ def open_scheduler(spec: str = "local", n_workers: int | None = None, threads_pe
     Scheduler
     """
     kind = describe(spec)
-    if kind == "local" and n_workers == 1:
+    if kind == "local" and n_workers == 1 and single_in_process:
         yield Scheduler("synchronous", "local, one worker: in this process (no Dask)", 1, threads_per_worker)
         return
     if kind == "synchronous":

@@ -120,10 +120,17 @@ def test_pages_workflow_checks_the_site_before_publishing():
     steps = wf["jobs"]["build"]["steps"]
     runs = [s.get("run", "") for s in steps]
     uses = [s.get("uses", "") for s in steps]
-    build = next(i for i, r in enumerate(runs) if "make book" in r)
+    cache = next(i for i, u in enumerate(uses) if u.startswith("actions/cache"))
+    pipeline_step = next(i for i, r in enumerate(runs) if "make pipeline" in r)
+    build = next(i for i, r in enumerate(runs) if "helpers.book" in r and "--strict" in r)
     check = next(i for i, r in enumerate(runs) if "--check-site" in r)
     upload = next(i for i, u in enumerate(uses) if u.startswith("actions/upload-pages-artifact"))
-    assert build < check < upload
+    assert cache < pipeline_step < build < check < upload
+    # the cached run is keyed on what the pipeline reads, so a change to pages alone re-runs nothing
+    key = steps[cache]["with"]["key"]
+    assert steps[cache]["with"]["path"] == "runs/default"
+    assert all(x in key for x in ("notebooks/**", "src/helpers/**", "params/**", "data/**", "requirements.txt"))
+    assert "book/" not in key
     assert steps[upload]["with"]["path"] == "book/_build/html"
     assert any(s.get("uses", "").startswith("actions/deploy-pages") for s in wf["jobs"]["deploy"]["steps"])
 

@@ -401,7 +401,6 @@ def infer_file(model_path, data_path, *, n_iter: int = 30, batch: int = 128, blo
         and ``scheduler`` (where it ran).
     """
     import time
-    from contextlib import nullcontext
 
     from . import parallel
     from .dataset import n_spectra, read_grid
@@ -410,9 +409,7 @@ def infer_file(model_path, data_path, *, n_iter: int = 30, batch: int = 128, blo
     digest = read_grid(data_path).digest
     load(model_path, grid_digest=digest)  # refuse a mismatch here, not in every worker
     n = n_spectra(data_path)
-    opened = (nullcontext(scheduler) if isinstance(scheduler, parallel.Scheduler)
-              else parallel.open_scheduler(scheduler, log=log))
-    with opened as sched:
+    with parallel.scheduler_of(scheduler, log=log) as sched:
         threads = None if sched.client is None else sched.threads_per_worker
         tasks = [{"model": str(model_path), "data": str(data_path), "grid_digest": digest, "start": lo,
                   "stop": min(lo + block, n), "n_iter": n_iter, "batch": batch, "threads": threads}

@@ -186,7 +186,6 @@ def predict_file(member_paths, scaler, path, *, grid=None, batch_size: int = 256
         predicting (reading excluded, summed over workers); ``wall`` (seconds end to end);
         ``engine``: its description; ``scheduler``: where it ran.
     """
-    from contextlib import nullcontext
 
     from . import parallel
     from .dataset import n_spectra, read_grid
@@ -201,9 +200,7 @@ def predict_file(member_paths, scaler, path, *, grid=None, batch_size: int = 256
     n = n_spectra(path)
     if n == 0:
         raise ValueError(f"{path} holds no spectra")
-    opened = (nullcontext(scheduler) if isinstance(scheduler, parallel.Scheduler)
-              else parallel.open_scheduler(scheduler, log=log))
-    with opened as sched:
+    with parallel.scheduler_of(scheduler, log=log) as sched:
         engine_threads = threads if threads is not None else (None if sched.client is None else 1)
         tasks = [{"members": tuple(str(p) for p in member_paths), "grid_digest": file_grid.digest,
                   "threads": engine_threads, "data": str(path), "start": lo, "stop": min(lo + block, n),

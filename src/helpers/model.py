@@ -695,7 +695,6 @@ def train_ensemble(data_path, fit_rows, val_rows, *, n_models: int, cfg: ModelCo
         Per member: ``path``, ``seed``, ``best_val_loss``, ``epochs``, ``seconds``, ``history``
         (and ``reused`` for members kept from an earlier run).
     """
-    from contextlib import nullcontext
 
     from . import parallel
     from .dataset import content_digest, read_grid
@@ -727,9 +726,7 @@ def train_ensemble(data_path, fit_rows, val_rows, *, n_models: int, cfg: ModelCo
                 f"loss {rec['best_val_loss']:.4g}, {rec['seconds']:.0f} s")
 
     if tasks:
-        opened = (nullcontext(scheduler) if isinstance(scheduler, parallel.Scheduler)
-                  else parallel.open_scheduler(scheduler, log=log))
-        with opened as sched:
+        with parallel.scheduler_of(scheduler, log=log) as sched:
             parallel.run_tasks(sched, _train_member_task, tasks, keys=[f"member-{i:02d}" for i in which],
                                on_result=done, retries=1)
     return members

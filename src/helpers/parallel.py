@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-__all__ = ["SCHEDULER_HELP", "TaskError", "Scheduler", "open_scheduler", "run_tasks", "Progress",
+__all__ = ["SCHEDULER_HELP", "TaskError", "Scheduler", "open_scheduler", "scheduler_of", "run_tasks", "Progress",
            "cores", "describe"]
 
 #: What the ``scheduler`` parameter accepts (for parameter cells and error messages).
@@ -206,6 +206,15 @@ def open_scheduler(spec: str = "local", n_workers: int | None = None, threads_pe
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def scheduler_of(scheduler, **kw):
+    """A context that yields ``scheduler`` itself when it is an open :class:`Scheduler` (the caller
+    keeps it open), or opens the one a ``scheduler`` value names (:func:`open_scheduler`, with
+    ``kw``) and closes it afterwards: the one way helpers accept either."""
+    from contextlib import nullcontext
+
+    return nullcontext(scheduler) if isinstance(scheduler, Scheduler) else open_scheduler(scheduler, **kw)
 
 
 class Progress:

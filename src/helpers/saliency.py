@@ -120,7 +120,6 @@ def gradients_file(member_paths, data_path, rows_by_name: dict, *, batch_size: i
     dict
         ``{name: ndarray (n_models, n_labels, n_pixels)}``, per unit of normalised flux.
     """
-    from contextlib import nullcontext
 
     from . import parallel
 
@@ -131,9 +130,7 @@ def gradients_file(member_paths, data_path, rows_by_name: dict, *, batch_size: i
             tasks.append({"member": str(p), "data": str(data_path), "rows": np.asarray(rows_by_name[name]),
                           "batch_size": batch_size})
             keys.append(f"gradients-{name}-member-{j}".replace(" ", "_"))
-    opened = (nullcontext(scheduler) if isinstance(scheduler, parallel.Scheduler)
-              else parallel.open_scheduler(scheduler, log=log))
-    with opened as sched:
+    with parallel.scheduler_of(scheduler, log=log) as sched:
         parts = parallel.run_tasks(sched, _gradient_task, tasks, keys=keys, label="input gradients" if log else "")
     k = len(member_paths)
     return {name: np.stack(parts[i * k:(i + 1) * k]) for i, name in enumerate(names)}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import astropy.units as u
@@ -528,11 +527,7 @@ def generate_survey(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None,
                   "grid_stars": fm.emulator.record.get("grid_stars")}
 
     n_chunks = (n + cfg.chunk - 1) // cfg.chunk
-    if isinstance(scheduler, parallel.Scheduler):
-        opened = nullcontext(scheduler)
-    else:
-        opened = parallel.open_scheduler(scheduler, n_workers=cfg.n_workers, log=log)
-    with opened as sched, DatasetWriter(out_path, fm.grid, n, provenance, overwrite=overwrite) as w:
+    with parallel.scheduler_of(scheduler, n_workers=cfg.n_workers, log=log) as sched, DatasetWriter(out_path, fm.grid, n, provenance, overwrite=overwrite) as w:
         w.write_catalogue(cat)
         fm_ref = fm if sched.client is None else sched.client.scatter(fm, broadcast=True, hash=False)
         tasks, keys = [], []

@@ -126,3 +126,17 @@ def test_an_existing_scheduler_is_reached_by_its_address(local):
         assert parallel.run_tasks(sched, seeded_task, [(42, i) for i in range(4)]) == \
             [seeded_task((42, i)) for i in range(4)]
     assert lines and lines[0].startswith(f"scheduler: Dask scheduler at {address}, 2 workers")
+
+
+def test_a_local_cluster_says_where_its_dashboard_is(monkeypatch, capsys):
+    lines = []
+    with parallel.open_scheduler("local", n_workers=1, single_in_process=False, log=lines.append):
+        pass
+    assert len(lines) == 1 and "local Dask cluster, 1 worker process" in lines[0]
+    assert "; dashboard http://" in lines[0]  # bokeh is pinned, so the dashboard runs
+    monkeypatch.setenv(parallel.PROGRESS_ENV, "lines")  # as under the pipeline runner
+    lines.clear()
+    with parallel.open_scheduler("local", n_workers=1, single_in_process=False, log=lines.append):
+        pass
+    assert "dashboard" not in lines[0]  # not into the executed notebook ...
+    assert f"{parallel.PROGRESS_PREFIX}Dask dashboard: http://" in capsys.readouterr().err  # ... to the terminal

@@ -344,3 +344,26 @@ def test_a_run_killed_mid_notebook_is_run_again_and_leaves_nothing_half_written(
     plans, logs = run(project)
     assert [p.action for p in plans] == ["skip", "run"] and "no successful run recorded" in plans[1].reason
     assert (rd / "artefacts" / "b.txt").read_text() == before
+
+
+PROGRESS = """
+from helpers import parallel
+from helpers.fileio import write_text
+with parallel.open_scheduler("synchronous", log=None) as sched:
+    got = parallel.run_tasks(sched, abs, [-1, -2, -3, -4], label="counting")
+print("result", got)
+write_text(out_text, str(sum(got)))
+"""
+
+
+def test_progress_goes_to_the_terminal_not_to_the_notebook(project):
+    _notebook(project["notebooks_dir"] / "01_first.ipynb", 'out_text = "artefacts/a.txt"', PROGRESS)
+    (project["notebooks_dir"] / "02_second.ipynb").unlink()
+    (project["params_dir"] / "tiny.yaml").write_text(yaml.safe_dump({"timeout_s": 120, "notebooks": {}}))
+    _, logs = run(project)
+    relayed = [line for line in logs if "counting:" in line]
+    assert len(relayed) == 10 and relayed[0].strip().startswith("01_first counting: 10%")
+    assert "100% (4 of 4 tasks" in relayed[-1]
+    executed = nbformat.read(project["run_root"] / "tiny" / "notebooks" / "01_first.ipynb", as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert "result [1, 2, 3, 4]" in text and "counting" not in text and "%" not in text

@@ -416,7 +416,7 @@ def infer_file(model_path, data_path, *, n_iter: int = 30, batch: int = 128, blo
                  for lo in range(0, n, block)]
         parts = parallel.run_tasks(sched, _infer_block_task, tasks,
                                    keys=[f"cannon-rows-{t['start']}-{t['stop']}" for t in tasks],
-                                   label="Cannon labels" if log else "")
+                                   label="Cannon labels")
         desc = str(sched)
     out = {k: np.concatenate([p[k] for p in parts]) for k in ("labels", "errors", "chi2", "reduced_chi2")}
     out.update(seconds=float(sum(p["seconds"] for p in parts)), wall=time.perf_counter() - t_wall,

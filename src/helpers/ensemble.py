@@ -177,7 +177,7 @@ def predict_file(member_paths, scaler, path, *, grid=None, batch_size: int = 256
         Threads of each engine (default: 1 in Dask workers, which share the cores; all cores
         with ``synchronous``).
     log : callable, optional
-        Gets the scheduler's line and the progress line.
+        Gets the scheduler's line; progress goes to the terminal (:func:`helpers.parallel.progress_stream`).
 
     Returns
     -------
@@ -207,7 +207,7 @@ def predict_file(member_paths, scaler, path, *, grid=None, batch_size: int = 256
                   "scaler": scaler.to_json(), "batch_size": batch_size} for lo in range(0, n, block)]
         parts = parallel.run_tasks(sched, _predict_block_task, tasks,
                                    keys=[f"predict-rows-{t['start']}-{t['stop']}" for t in tasks],
-                                   label="labelling spectra" if log else "")
+                                   label="labelling spectra")
         desc = str(sched)
     return {"mean": np.concatenate([p[0] for p in parts]), "std": np.concatenate([p[1] for p in parts]),
             "seconds": float(sum(p[2] for p in parts)), "wall": time.perf_counter() - t_wall,

@@ -728,5 +728,5 @@ def train_ensemble(data_path, fit_rows, val_rows, *, n_models: int, cfg: ModelCo
     if tasks:
         with parallel.scheduler_of(scheduler, log=log) as sched:
             parallel.run_tasks(sched, _train_member_task, tasks, keys=[f"member-{i:02d}" for i in which],
-                               on_result=done, retries=1)
+                               on_result=done, retries=1, label="training members")
     return members

@@ -37,6 +37,9 @@ A task that raises is retried ``retries`` times (a worker that dies is replaced 
 re-run by Dask); a task that still fails stops the run with :class:`TaskError`, which names it.
 Results already handed to ``on_result`` stay handled (callers write them atomically), so nothing
 finished is lost and nothing half-written is left.
+
+Progress (:class:`Progress`) and the dashboard address go to the terminal
+(:func:`progress_stream`), never into an executed notebook and so never into the book.
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = ["SCHEDULER_HELP", "TaskError", "Scheduler", "open_scheduler", "scheduler_of", "run_tasks", "Progress",
+           "progress_stream", "PROGRESS_ENV", "PROGRESS_PREFIX",
            "cores", "describe"]
 
 #: What the ``scheduler`` parameter accepts (for parameter cells and error messages).
@@ -154,7 +158,8 @@ def open_scheduler(spec: str = "local", n_workers: int | None = None, threads_pe
     threads_per_worker : int
         Threads of each local worker, and the size of its BLAS, OpenMP and TensorFlow pools.
     log : callable, optional
-        Gets one line saying what was opened (and the dashboard address, if it has one).
+        Gets one line saying what was opened and the dashboard address, if it has one (under the
+        pipeline runner the address goes to the runner's terminal instead, not into the book).
 
     Yields
     ------
@@ -198,8 +203,12 @@ def open_scheduler(spec: str = "local", n_workers: int | None = None, threads_pe
         n = sum(scale.values())
         desc = f"dask-jobqueue {type(cluster).__name__} from {spec} ({scale})"
     try:
+        link = None if (kind == "local" and dashboard is None) else client.dashboard_link
+        if link and os.environ.get(PROGRESS_ENV) == "lines":
+            # under the pipeline runner the address goes to its terminal, not into the book
+            _write(progress_stream(), f"{PROGRESS_PREFIX}Dask dashboard: {link}\n")
+            link = None
         if log:
-            link = None if (kind == "local" and dashboard is None) else client.dashboard_link
             log(f"scheduler: {desc}" + (f"; dashboard {link}" if link else ""))
         yield Scheduler(kind, desc, n, threads_per_worker, client)
     finally:
@@ -217,20 +226,56 @@ def scheduler_of(scheduler, **kw):
     return nullcontext(scheduler) if isinstance(scheduler, Scheduler) else open_scheduler(scheduler, **kw)
 
 
-class Progress:
-    """A progress line that ends: ``label: 10% 20% … 100% (n tasks, t s)``.
+#: Environment variable the pipeline runner sets to ``lines`` so that progress comes as whole lines
+#: it can relay to its terminal as they happen (see :func:`helpers.pipeline.run_pipeline`).
+PROGRESS_ENV = "HELPERS_PROGRESS"
+#: Prefix of those lines.
+PROGRESS_PREFIX = "[progress] "
 
-    Written to ``stream`` a decile at a time, so an executed notebook (and the book) holds one
-    short line, not thousands of redraws.
+
+def progress_stream():
+    """Where progress goes: the terminal, never a notebook.
+
+    In a Jupyter kernel (a notebook, or one the pipeline executes) ``sys.stdout`` is the cell's
+    output, which ends up in the executed notebook and the book; progress goes to the kernel
+    process's own standard error instead (``sys.__stderr__``: the terminal of whoever started
+    Jupyter, or the pipeline runner, which shows it). Elsewhere (scripts) it is ``sys.stderr``.
+    """
+    if "ipykernel" in sys.modules and sys.stdout is not sys.__stdout__ and sys.__stderr__ is not None:
+        return sys.__stderr__
+    return sys.stderr
+
+
+def _write(stream, text: str) -> None:
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):  # a closed or broken terminal must not stop the work
+        pass
+
+
+class Progress:
+    """A progress line that ends: ``label: 10% 20% … 100% (n of n tasks, t s)``.
+
+    Written a decile at a time to ``stream`` (default :func:`progress_stream`), so a terminal shows
+    one line that grows and ends, not thousands of redraws. Under the pipeline runner
+    (``HELPERS_PROGRESS=lines``) each decile is a whole line starting with :data:`PROGRESS_PREFIX`,
+    which the runner relays to its terminal as it comes.
     """
 
     def __init__(self, n: int, label: str, stream=None):
         self.n, self.label, self.done, self.shown = n, label, 0, 0
-        self.stream = stream if stream is not None else sys.stdout
+        self.stream = stream if stream is not None else progress_stream()
+        self.lines = os.environ.get(PROGRESS_ENV) == "lines" and stream is None
         self.t0 = time.perf_counter()
-        if label:
-            self.stream.write(f"{label}:")
-            self.stream.flush()
+        if label and not self.lines:
+            self._write(f"{label}:")
+
+    def _write(self, text: str) -> None:
+        _write(self.stream, text)
+
+    def _tail(self) -> str:
+        return f"({self.done} of {self.n} tasks, {time.perf_counter() - self.t0:.0f} s)"
 
     def step(self, k: int = 1) -> None:
         self.done += k
@@ -239,13 +284,14 @@ class Progress:
         decile = (10 * self.done) // self.n
         while self.shown < decile:
             self.shown += 1
-            self.stream.write(f" {10 * self.shown}%")
-            self.stream.flush()
+            if self.lines:
+                self._write(f"{PROGRESS_PREFIX}{self.label}: {10 * self.shown}% {self._tail()}\n")
+            else:
+                self._write(f" {10 * self.shown}%")
 
     def close(self) -> None:
-        if self.label:
-            self.stream.write(f" ({self.done} of {self.n} tasks, {time.perf_counter() - self.t0:.0f} s)\n")
-            self.stream.flush()
+        if self.label and not self.lines:
+            self._write(f" {self._tail()}\n")
 
 
 def run_tasks(sched: Scheduler, fn: Callable, items: Iterable, *, keys: list[str] | None = None,
@@ -275,7 +321,8 @@ def run_tasks(sched: Scheduler, fn: Callable, items: Iterable, *, keys: list[str
         Most tasks submitted and not yet handled (bounds the memory of results waiting to be
         handled; default 2 × workers + 2).
     stream : file, optional
-        Where the progress line goes (default stdout).
+        Where the progress line goes (default :func:`progress_stream`: the terminal, not the
+        notebook).
     stop : callable, optional
         Checked before each new task is started; once it returns True no further task starts
         (those running finish and are handled; the rest keep ``None``).

@@ -43,6 +43,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -500,7 +501,6 @@ class _PeakMemory:
     workers), sampled twice a second in a thread while the notebook runs [bytes]."""
 
     def __init__(self, pid: int, every_s: float = 0.5):
-        import threading
 
         self.pid, self.every_s, self.peak = pid, every_s, 0
         self._stop = threading.Event()
@@ -549,14 +549,28 @@ def _execute(nb: Path, out_partial: Path, parameters: dict, run_dir: Path,
     env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures as PNG in the notebook
     env["PYTHONHASHSEED"] = "0"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log would clutter the pages
+    env[parallel.PROGRESS_ENV] = "lines"  # progress as whole lines, relayed to the terminal below
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)
     memory = _PeakMemory(proc.pid)
+    lines: list[str] = []
+
+    def relay():  # the kernel's own stderr: progress lines go to the terminal, the rest is kept
+        for line in proc.stdout:
+            if line.startswith(parallel.PROGRESS_PREFIX):
+                log(f"  {nb.stem} {line[len(parallel.PROGRESS_PREFIX):].rstrip()}")
+            else:
+                lines.append(line)
+
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
     try:
-        output, _ = proc.communicate(timeout=timeout_s)
+        proc.wait(timeout=timeout_s)
+        reader.join()
+        output = "".join(lines)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        proc.wait()
         raise NotebookFailed(
             f"{nb.stem} ran past its wall-clock limit of {timeout_s:g} s and was stopped; "
             "raise timeout_s in the profile or pass --timeout",

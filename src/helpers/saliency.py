@@ -131,7 +131,7 @@ def gradients_file(member_paths, data_path, rows_by_name: dict, *, batch_size: i
                           "batch_size": batch_size})
             keys.append(f"gradients-{name}-member-{j}".replace(" ", "_"))
     with parallel.scheduler_of(scheduler, log=log) as sched:
-        parts = parallel.run_tasks(sched, _gradient_task, tasks, keys=keys, label="input gradients" if log else "")
+        parts = parallel.run_tasks(sched, _gradient_task, tasks, keys=keys, label="input gradients")
     k = len(member_paths)
     return {name: np.stack(parts[i * k:(i + 1) * k]) for i, name in enumerate(names)}
 

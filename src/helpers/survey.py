@@ -502,7 +502,8 @@ def generate_survey(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None,
     fm : ForwardModel, optional
         Default: the shipped emulator on the HR10 + HR21 grid.
     log : callable, optional
-        Gets the progress line and the scheduler's description (None: silent).
+        Gets the scheduler's description (None: silent); progress goes to the terminal
+        (:func:`helpers.parallel.progress_stream`).
     overwrite : bool
     scheduler : str or helpers.parallel.Scheduler
         A ``scheduler`` value (``"local"`` uses ``cfg.n_workers`` processes) or an open scheduler.
@@ -542,25 +543,9 @@ def generate_survey(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None,
             w.write_rows(sl.start, noisy, ivar)
 
         parallel.run_tasks(sched, _render_survey_chunk, tasks, keys=keys, on_result=write,
-                           label="rendering spectra" if log else "", stream=_LogStream(log) if log else None)
+                           label="rendering spectra")
         desc = str(sched)
     return {"catalogue": cat, "seconds": time.perf_counter() - t0, "path": out_path, "scheduler": desc}
-
-
-class _LogStream:
-    """File-like adaptor that sends whole lines to a ``log`` callable."""
-
-    def __init__(self, log):
-        self.log, self.buf = log, ""
-
-    def write(self, text):
-        self.buf += text
-        while "\n" in self.buf:
-            line, self.buf = self.buf.split("\n", 1)
-            self.log(line)
-
-    def flush(self):
-        pass
 
 
 def select_training(cat: dict, cfg: SurveyConfig) -> np.ndarray:

@@ -226,3 +226,43 @@ def test_every_installed_backend_builds_fits_predicts_and_differentiates(name, m
 
     if inference.available():  # the C kernel gives this backend's numbers from its weights
         assert out["kernel_matches_keras"] is True
+
+
+def test_training_code_digest_follows_the_trainer_not_its_docstrings():
+    a = 'def train_member(x):\n    "doc"\n    return x + 1\n\n\ndef plot():\n    pass\n'
+    b = 'def train_member(x):\n    """Other words."""\n    # a comment\n    return x + 1\n\n\ndef plot():\n    return 2\n'
+    c = 'def train_member(x):\n    return x + 2\n'
+    names = {"train_member"}
+    assert M._normalised_code(a, names) == M._normalised_code(b, names)  # docs, comments, other functions
+    assert M._normalised_code(a, names) != M._normalised_code(c, names)  # a changed line of the trainer
+    d = M.training_code_digest()
+    assert len(d) == 64 and d == M.training_code_digest()
+    assert M.fit_digest("x", [1, 2], [3]) != M.fit_digest("x", [1, 2], [4])
+
+
+def test_a_killed_member_resumes_from_its_last_epoch_with_the_same_numbers(toy, tmp_path, monkeypatch):
+    x, y = toy
+    ys = M.LabelScaler.fit(y).scale(y)
+    cfg = M.ModelConfig(**{**SMALL.as_dict(), "epochs": 4, "patience": 10,
+                           **{k: tuple(v) for k, v in SMALL.as_dict().items() if isinstance(v, list)}})
+    args = (x[:64], ys[:64], x[64:], ys[64:], cfg)
+    straight, h_straight, _ = M.train_member(*args, seed=11, log_every=0)
+    ckpt = tmp_path / "member_00.training"
+    real_write = M._write_checkpoint
+
+    def killed_after_two(folder, key, model, best_weights, history, best, wait, epoch, seconds):
+        real_write(folder, key, model, best_weights, history, best, wait, epoch, seconds)
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(M, "_write_checkpoint", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        M.train_member(*args, seed=11, log_every=0, checkpoint=ckpt, checkpoint_key="k")
+    monkeypatch.setattr(M, "_write_checkpoint", real_write)
+    assert json.loads((ckpt / "state.json").read_text())["epoch"] == 2
+    resumed, h_resumed, _ = M.train_member(*args, seed=11, log_every=0, checkpoint=ckpt, checkpoint_key="k")
+    assert len(h_resumed["val_loss"]) == 4 and np.allclose(h_resumed["val_loss"], h_straight["val_loss"], rtol=1e-5)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        assert np.allclose(a, b, atol=1e-6)
+    # a checkpoint made for other data is not taken up
+    assert M._read_checkpoint(ckpt, "another key") is None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -226,7 +227,8 @@ def count_flops(n_pixels: int, n_labels: int = len(LABELS), cfg: ModelConfig = M
     return flops
 
 
-def train_member(x_train, y_train, x_val, y_val, cfg: ModelConfig, seed: int, log_every: int = 1):
+def train_member(x_train, y_train, x_val, y_val, cfg: ModelConfig, seed: int, log_every: int = 1,
+                 checkpoint=None, checkpoint_key: str = ""):
     """Train one network from seed ``seed``; returns ``(model, history dict, seconds)``.
 
     Weights, dropout and the order of the training spectra in every epoch follow from ``seed``
@@ -235,6 +237,16 @@ def train_member(x_train, y_train, x_val, y_val, cfg: ModelConfig, seed: int, lo
     on spectra put in that epoch's order here: Keras's own ``shuffle=True`` draws the order inside
     a TensorFlow graph whose operation seeds depend on what else the process built before. Early
     stopping watches the validation loss with ``cfg.patience`` and restores the best weights.
+
+    Parameters
+    ----------
+    checkpoint : path-like, optional
+        A folder where the state after every epoch is kept (model with optimizer, best weights,
+        history), so a killed training resumes at the epoch it reached, with the same numbers as
+        one that ran through (tested). Removed when the member is finished.
+    checkpoint_key : str
+        What the checkpoint must have been made for (e.g. the member's fit digest and seed); a
+        checkpoint made for anything else is ignored and replaced.
     """
     from . import seeds
 
@@ -243,12 +255,20 @@ def train_member(x_train, y_train, x_val, y_val, cfg: ModelConfig, seed: int, lo
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    model = build_model(x_train.shape[1], y_train.shape[1], cfg, seed=seed)
     x_train, y_train = np.asarray(x_train), np.asarray(y_train)
-    history: dict = {}
-    best, best_weights, wait = np.inf, None, 0
+    key = f"{checkpoint_key}|{seed}|{json.dumps(cfg.as_dict(), sort_keys=True)}"
+    state = _read_checkpoint(checkpoint, key) if checkpoint is not None else None
+    if state is not None:
+        model, history, best, wait, start = state["model"], state["history"], state["best"], state["wait"], state["epoch"]
+        best_weights = state["best_weights"]
+        spent = state["seconds"]
+    else:
+        model = build_model(x_train.shape[1], y_train.shape[1], cfg, seed=seed)
+        history, best, best_weights, wait, start, spent = {}, np.inf, None, 0, 0, 0.0
     t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
+    for epoch in range(start, cfg.epochs):
+        if wait >= cfg.patience:
+            break
         order = seeds.rng(seed, "member_epochs", epoch).permutation(len(x_train))
         h = model.fit(x_train[order], y_train[order], validation_data=(x_val, y_val), batch_size=cfg.batch_size,
                       epochs=epoch + 1, initial_epoch=epoch, verbose=2 if log_every else 0, shuffle=False)
@@ -259,11 +279,63 @@ def train_member(x_train, y_train, x_val, y_val, cfg: ModelConfig, seed: int, lo
             best, best_weights, wait = val, model.get_weights(), 0
         else:
             wait += 1
-            if wait >= cfg.patience:
-                break
+        if checkpoint is not None:
+            _write_checkpoint(checkpoint, key, model, best_weights, history, best, wait, epoch + 1,
+                              spent + time.perf_counter() - t0)
     if best_weights is not None:
         model.set_weights(best_weights)
-    return model, history, time.perf_counter() - t0
+    return model, history, spent + time.perf_counter() - t0
+
+
+def _write_checkpoint(folder, key, model, best_weights, history, best, wait, epoch, seconds) -> None:
+    """Keep the training state after ``epoch`` epochs: a new sub-folder, then the pointer
+    ``state.json`` replaced atomically (a kill at any moment leaves the previous state valid)."""
+    folder = Path(folder)
+    sub = folder / f"epoch-{epoch:04d}"
+    if sub.exists():
+        shutil.rmtree(sub)
+    sub.mkdir(parents=True)
+    model.save(sub / "model.keras")  # with the optimizer's state
+    if best_weights is not None:
+        np.savez(sub / "best.npz", *best_weights)
+    write_json(folder / "state.json", {"key": key, "epoch": epoch, "folder": sub.name, "history": history,
+                                       "seed_states": [np.asarray(g.state.value).tolist() for g in _seed_generators(model)],
+                                       "best": None if not np.isfinite(best) else float(best), "wait": wait,
+                                       "seconds": seconds, "has_best": best_weights is not None})
+    for old in folder.glob("epoch-*"):
+        if old != sub:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _seed_generators(model) -> list:
+    """The random-number generators of a model's layers (dropout), in layer order."""
+    return [layer.seed_generator for layer in model.layers if getattr(layer, "seed_generator", None) is not None]
+
+
+def _read_checkpoint(folder, key):
+    """The state :func:`_write_checkpoint` kept for ``key``, or None (none, another key, unreadable)."""
+    folder = Path(folder)
+    try:
+        with open(folder / "state.json", encoding="utf-8") as fh:
+            st = json.load(fh)
+        if st.get("key") != key:
+            return None
+        sub = folder / st["folder"]
+        model = keras.saving.load_model(sub / "model.keras", safe_mode=True)
+        gens = _seed_generators(model)
+        if len(gens) != len(st["seed_states"]):
+            return None
+        for g, v in zip(gens, st["seed_states"]):  # Keras saves the generators' seeds, not how far they ran
+            g.state.assign(np.asarray(v, dtype=np.asarray(g.state.value).dtype))
+        best_weights = None
+        if st["has_best"]:
+            with np.load(sub / "best.npz") as z:
+                best_weights = [z[f"arr_{i}"] for i in range(len(z.files))]
+    except (OSError, ValueError, KeyError):
+        return None
+    return {"model": model, "best_weights": best_weights, "history": st["history"], "wait": int(st["wait"]),
+            "best": np.inf if st["best"] is None else float(st["best"]), "epoch": int(st["epoch"]),
+            "seconds": float(st["seconds"])}
 
 
 def member_seed(seed: int, i: int) -> int:
@@ -617,26 +689,62 @@ def _train_member_now(task: dict) -> dict:
     x_fit, y_fit = _read_rows(task["data"], task["fit_rows"], task["grid_digest"])
     x_val, y_val = _read_rows(task["data"], task["val_rows"], task["grid_digest"])
     cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in task["architecture"].items()})
+    ckpt = Path(task["path"]).with_name(Path(task["path"]).name + ".training")
     model, hist, seconds = train_member(x_fit, scaler.scale(y_fit), x_val, scaler.scale(y_val), cfg,
-                                        task["seed"], log_every=0)
+                                        task["seed"], log_every=0, checkpoint=ckpt,
+                                        checkpoint_key=task["fit_digest"])
     from .dataset import read_grid
 
     path = save_member(model, task["path"], scaler=scaler, grid=read_grid(task["data"]), cfg=cfg,
                        seed=task["seed"], history=hist, seconds=seconds,
                        extra={"fit_digest": task["fit_digest"], "member": task["index"]})
+    shutil.rmtree(ckpt, ignore_errors=True)
     keras.backend.clear_session()
     return {"path": str(path), "seed": task["seed"], "best_val_loss": float(min(hist["val_loss"])),
             "epochs": len(hist["val_loss"]), "seconds": seconds, "history": hist}
 
 
+#: What the training code is: the functions and classes whose code decides a member's weights.
+_TRAINING_CODE = ("ModelConfig", "LabelScaler", "prepare_inputs", "build_model", "train_member", "member_seed",
+                  "_read_rows", "_train_member_now")
+
+
+def _normalised_code(source: str, names=None) -> str:
+    """The top-level definitions ``names`` (all: None) of ``source`` as dumped syntax trees, docstrings removed."""
+    import ast
+
+    tree = ast.parse(source)
+    keep = [n for n in tree.body if names is None or getattr(n, "name", None) in names]
+    for node in ast.walk(ast.Module(body=keep, type_ignores=[])):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return "\n".join(ast.dump(n) for n in keep)
+
+
+def training_code_digest() -> str:
+    """SHA-256 of the code that trains a member: :data:`_TRAINING_CODE` of this module and the whole
+    of :mod:`helpers.seeds`, as syntax trees without docstrings (so an edited comment, docstring or
+    an unrelated function of this module does not make shipped members stale; a changed line of
+    the trainer does)."""
+    import hashlib
+
+    from . import seeds
+
+    own = _normalised_code(Path(__file__).read_text(encoding="utf-8"), set(_TRAINING_CODE))
+    return hashlib.sha256((own + _normalised_code(Path(seeds.__file__).read_text(encoding="utf-8"))).encode()).hexdigest()
+
+
 def fit_digest(data_digest: str, fit_rows, val_rows) -> str:
-    """Identity of what a member is fitted to: the data set's content digest, the fit and
-    validation rows, and this module's source (a member trained on anything else, or by other
-    training code, does not match it)."""
+    """Identity of what a member is fitted to and how: the data set's content digest, the fit and
+    validation rows, and the training code (:func:`training_code_digest`). A member trained on
+    anything else, or by other training code, does not match it."""
     import hashlib
 
     h = hashlib.sha256(data_digest.encode())
-    h.update(Path(__file__).read_bytes())  # the training code itself: a changed trainer retrains
+    h.update(training_code_digest().encode())
     for r in (fit_rows, val_rows):
         h.update(np.asarray(r, np.int64).tobytes())
         h.update(b"|")

@@ -347,13 +347,18 @@ def member_seed(seed: int, i: int) -> int:
 
 def save_member(model, path, *, scaler: LabelScaler, grid, cfg: ModelConfig, seed: int,
                 history: dict, seconds: float, extra: dict | None = None) -> Path:
-    """Save a model as ``<path>.keras`` plus ``<path>.json`` (its record), both atomically."""
+    """Save a model as ``<path>.keras`` plus ``<path>.json`` (its record), both atomically.
+
+    The ``.keras`` file holds the architecture and weights, not the optimizer's state (a third of
+    the size; a finished member is only evaluated)."""
     from .records import package_versions
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.keras")
-    model.save(tmp)
+    bare = keras.Model.from_config(model.get_config())  # the weights without the optimizer's state
+    bare.set_weights(model.get_weights())
+    bare.save(tmp)
     os.replace(tmp, path.with_suffix(".keras"))
     record = {
         "record_version": RECORD_VERSION, "labels": list(scaler.names), "scaler": scaler.to_json(),
@@ -771,7 +776,7 @@ def _finished_member(path: Path, seed: int, cfg: ModelConfig, digest: str) -> di
 
 def train_ensemble(data_path, fit_rows, val_rows, *, n_models: int, cfg: ModelConfig, seed: int,
                    out_dir, scaler: LabelScaler, log=print, scheduler="synchronous",
-                   resume: bool = True) -> list[dict]:
+                   resume: bool = True, on_member=None) -> list[dict]:
     """Train ``n_models`` members from derived seeds, one task per member, and save each
     (``member_XX.keras`` + ``.json``).
 
@@ -795,7 +800,10 @@ def train_ensemble(data_path, fit_rows, val_rows, *, n_models: int, cfg: ModelCo
         thread count.
     resume : bool
         Keep members already in ``out_dir`` that were trained with the same seed, architecture,
-        data and rows (a killed run resumes from the last complete member).
+        data and rows (a killed run resumes from the last complete member, and a member killed
+        mid-training from its last epoch).
+    on_member : callable, optional
+        ``on_member(index, record)`` as each newly trained member is written.
 
     Returns
     -------
@@ -832,6 +840,8 @@ def train_ensemble(data_path, fit_rows, val_rows, *, n_models: int, cfg: ModelCo
         if log:
             log(f"member {i + 1}/{n_models} (seed {rec['seed']}): {rec['epochs']} epochs, best validation "
                 f"loss {rec['best_val_loss']:.4g}, {rec['seconds']:.0f} s")
+        if on_member is not None:
+            on_member(i, rec)
 
     if tasks:
         with parallel.scheduler_of(scheduler, log=log) as sched:

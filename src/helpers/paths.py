@@ -33,6 +33,8 @@ DATA = REPO / "data"
 GRID = DATA / "grid"
 #: The spectral emulator trained on the grid: weights and record.
 EMULATOR = DATA / "emulator"
+#: The reference CNN ensemble of the default survey (helpers.reference): members and record.
+REFERENCE = DATA / "reference"
 
 # Inside a run folder:
 #: Executed notebooks.

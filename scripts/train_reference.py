@@ -1,0 +1,128 @@
+"""Train the reference ensemble that ships in data/reference/ (helpers.reference).
+
+Chapter 03 loads these members instead of training when its run would train exactly them: the
+same cleaned training set (by content), split, architecture, training code, seeds and number of
+members. The settings are those of chapter 03 under ``--profile`` (default ``reference``:
+``params/reference.yaml``); the training set is the one chapter 02 wrote in the run ``--data-run``
+(default ``default``: run ``make book`` or ``python -m helpers.pipeline --to 02`` first).
+
+Resumable: finished members are kept (checked by their fit digest), a member killed mid-training
+resumes from its last epoch, and after every member the record ``reference.json`` and the manifest
+entries (SHA-256 of every file) are rewritten, so each finished member can be committed at once::
+
+    python scripts/train_reference.py                      # all members, on a local Dask cluster
+    python scripts/train_reference.py --scheduler cluster.yaml
+    python scripts/train_reference.py --declare-only       # rewrite record and manifest from the files
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from helpers import ensemble, pipeline, paths, reference
+from helpers import model as M
+from helpers.dataset import content_digest, read_dataset
+from helpers.records import git_commit, machine_info, package_versions
+
+NOTEBOOK = "03_train_ensemble"
+#: Test-part spectra kept with the members' outputs for the regression test (tests/test_reference.py).
+N_CHECK = 8
+
+
+def settings(profile: str) -> dict:
+    """Chapter 03's parameters under ``profile``, as the pipeline would pass them."""
+    nbs = pipeline.discover_notebooks()
+    values = pipeline.resolve_parameters(nbs, pipeline.load_profile(profile), {})
+    return values[NOTEBOOK]
+
+
+def config(p: dict) -> M.ModelConfig:
+    return M.ModelConfig(filters=tuple(p["filters"]), kernels=tuple(p["kernels"]), pools=tuple(p["pools"]),
+                         l2=p["l2"], dropout=p["dropout"], dense=tuple(p["dense"]),
+                         negative_slope=p["negative_slope"], learning_rate=p["learning_rate"],
+                         batch_size=p["batch_size"], epochs=p["epochs"], patience=p["patience"])
+
+
+def plan(p: dict, data_path: Path):
+    """Rows, scaler and key exactly as chapter 03 derives them."""
+    import h5py
+
+    with h5py.File(data_path, "r") as f:
+        n = f["flux"].shape[0]
+    train_rows, val_rows, _ = ensemble.split_rows(n, p["test_fraction"], p["val_fraction"], p["seed"])
+    fit = ensemble.fit_rows(train_rows, p["n_train_max"], p["seed"])
+    y = read_dataset(data_path, rows=fit).labels("survey")
+    scaler = M.LabelScaler.fit(y)
+    cfg = config(p)
+    digest = content_digest(data_path)
+    key = reference.reference_key(M.fit_digest(digest, fit, val_rows), cfg, p["seed"], p["n_models"])
+    return fit, val_rows, scaler, cfg, key, digest, n
+
+
+def write_record(out: Path, key: dict, p: dict, digest: str, n: int, n_fit: int, n_val: int, profile: str,
+                 wall_hours: float, scheduler: str) -> dict:
+    """``reference.json`` from the members finished so far."""
+    members, sums = reference.finished_members(out, key)
+    record = {
+        "key": key, "profile": profile, "parameters": {k: p[k] for k in ("test_fraction", "val_fraction",
+                                                                         "n_train_max", "seed", "n_models")},
+        "training_set": {"content_digest": digest, "n_spectra": n, "n_fit": n_fit, "n_val": n_val,
+                         "made_by": "chapter 02 of the default profile"},
+        "members": members, "complete": len(members) == key["n_models"], "sha256": sums,
+        "worker_hours": round(sum(m["hours"] for m in members.values()), 2),
+        "wall_hours": round(wall_hours, 2),
+        "machine": machine_info(), "scheduler": scheduler, "packages": package_versions(),
+        "code_commit": git_commit(), "backend": M.backend(),
+    }
+    reference.write_record(out, record)
+    return record
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="reference", help="profile whose chapter-03 settings are trained")
+    ap.add_argument("--data-run", default="default", help="run folder (runs/NAME) holding chapter 02's output")
+    ap.add_argument("--out", type=Path, default=paths.REFERENCE, help="where the members go")
+    ap.add_argument("--scheduler", default="local", help="where members train (helpers.parallel)")
+    ap.add_argument("--declare-only", action="store_true", help="rewrite record and manifest, train nothing")
+    args = ap.parse_args(argv)
+
+    p = settings(args.profile)
+    data_path = paths.run_dir(args.data_run) / p["in_training"]
+    if not data_path.exists():
+        print(f"error: {data_path} is missing; run `python -m helpers.pipeline --profile {args.data_run} --to 02` "
+              "first", file=sys.stderr)
+        return 2
+    fit, val, scaler, cfg, key, digest, n = plan(p, data_path)
+    _, _, test = ensemble.split_rows(n, p["test_fraction"], p["val_fraction"], p["seed"])
+    check = read_dataset(data_path, rows=np.sort(test)[:N_CHECK])
+    x_check = M.prepare_inputs(check.flux, check.ivar)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"reference: {key['n_models']} members, {len(fit)} training and {len(val)} validation spectra of "
+          f"{data_path} (content {digest[:12]}), at most {cfg.epochs} epochs, patience {cfg.patience}", flush=True)
+    t0 = time.time()
+    before = (reference.read_record(args.out) or {}).get("wall_hours", 0.0)  # earlier runs of this script
+
+    def record(*_):
+        rec = write_record(args.out, key, p, digest, n, len(fit), len(val), args.profile,
+                           before + (time.time() - t0) / 3600, args.scheduler)
+        if rec["members"]:
+            reference.write_check(args.out, x_check, sorted(rec["members"]))
+        if args.out.resolve() == paths.REFERENCE.resolve():
+            reference.declare(args.out)
+        print(f"  recorded {len(rec['members'])} of {key['n_models']} members", flush=True)
+
+    if not args.declare_only:
+        M.train_ensemble(data_path, fit, val, n_models=key["n_models"], cfg=cfg, seed=p["seed"], out_dir=args.out,
+                         scaler=scaler, log=lambda s: print(s, flush=True), scheduler=args.scheduler,
+                         on_member=record)
+    record()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,318 @@
+"""The reference ensemble: members trained once at full settings and shipped with the project.
+
+Training ten networks on the whole training set of the default survey until early stopping takes
+hours on a laptop. ``scripts/train_reference.py`` does it once (resumable member by member, on any
+:mod:`helpers.parallel` scheduler) and writes the members into ``data/reference/`` with a record,
+``reference.json``; every file is declared with its SHA-256 in ``data_manifest.yaml`` (section
+``reference_ensemble``). Chapter 03 takes the members from there **only when they are what it would
+train itself**: the same training-set content, the same fit and validation rows, the same
+architecture, training code, seeds and number of members (:func:`match`). Otherwise it trains, and
+says why the reference did not apply.
+
+Layout of ``data/reference/``::
+
+    reference.json          what, on what, how long (this module writes and reads it)
+    member_00.keras/.json   the members, in the format of helpers.model
+    ...
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from . import paths
+from .fileio import write_json
+
+__all__ = ["REFERENCE_VERSION", "reference_key", "read_record", "write_record", "match", "adopt",
+           "use_if_it_applies", "chapter_text", "summary_sentence",
+           "declare", "verify_shipped", "finished_members", "write_check", "ReferenceError"]
+
+#: Version of ``reference.json``; a reader refuses other versions.
+REFERENCE_VERSION = 1
+#: Manifest section of the shipped members.
+SECTION = "reference_ensemble"
+
+
+class ReferenceError(ValueError):
+    """A shipped reference member that is missing or does not match its checksum."""
+
+
+def reference_key(fit_digest: str, cfg, seed: int, n_models: int) -> dict:
+    """What a set of members is: fit digest (data content, rows, training code), architecture,
+    seed of the run and number of members (the members' seeds follow from the last two)."""
+    from . import model as M
+
+    return {"fit_digest": fit_digest, "architecture": cfg.as_dict(), "seed": int(seed), "n_models": int(n_models),
+            "member_seeds": [M.member_seed(seed, i) for i in range(n_models)]}
+
+
+def read_record(folder=None) -> dict | None:
+    """``reference.json`` of ``folder`` (default ``data/reference``), or None if there is none.
+
+    Raises
+    ------
+    ReferenceError
+        If the record is unreadable or of another version.
+    """
+    path = Path(folder or paths.REFERENCE) / "reference.json"
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ReferenceError(f"{path} is not valid JSON ({exc}); restore it with git or re-run "
+                             "scripts/train_reference.py") from exc
+    if rec.get("reference_version") != REFERENCE_VERSION:
+        raise ReferenceError(f"{path} has reference_version {rec.get('reference_version')!r}; this code reads "
+                             f"version {REFERENCE_VERSION}: re-run scripts/train_reference.py")
+    return rec
+
+
+def write_record(folder, record: dict) -> Path:
+    """Write ``reference.json`` atomically (with ``reference_version``)."""
+    path = Path(folder) / "reference.json"
+    write_json(path, {"reference_version": REFERENCE_VERSION, **record})
+    return path
+
+
+def _differences(key: dict, rec_key: dict) -> list[str]:
+    out = []
+    if rec_key.get("fit_digest") != key["fit_digest"]:
+        out.append("the training set, its split or the training code differ")
+    if rec_key.get("architecture") != key["architecture"]:
+        a, b = rec_key.get("architecture") or {}, key["architecture"]
+        changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        out.append("other network settings (" + ", ".join(f"{k}: {a.get(k)} there, {b.get(k)} here" for k in changed)
+                   + ")")
+    if rec_key.get("seed") != key["seed"]:
+        out.append(f"another seed ({rec_key.get('seed')} there, {key['seed']} here)")
+    if rec_key.get("n_models") != key["n_models"]:
+        out.append(f"another number of members ({rec_key.get('n_models')} there, {key['n_models']} here)")
+    return out
+
+
+def match(key: dict, folder=None) -> tuple[bool, str]:
+    """Whether the reference in ``folder`` is exactly the ensemble ``key`` describes, and why not.
+
+    Returns
+    -------
+    applies : bool
+    reason : str
+        One sentence: what was found, or what differs.
+    """
+    rec = read_record(folder)
+    if rec is None:
+        return False, "no reference ensemble is shipped"
+    missing = [i for i in range(key["n_models"]) if f"member_{i:02d}" not in (rec.get("members") or {})]
+    diffs = _differences(key, rec.get("key") or {})
+    if diffs:
+        return False, "the shipped reference ensemble was trained with " + "; ".join(diffs)
+    if missing:
+        return False, (f"the shipped reference ensemble is not complete ({key['n_models'] - len(missing)} of "
+                       f"{key['n_models']} members)")
+    return True, "the shipped reference ensemble matches this run"
+
+
+def _declared(name: str) -> str | None:
+    from .manifest import load_manifest
+
+    return ((load_manifest().get(SECTION) or {}).get("parts") or {}).get(name)
+
+
+def adopt(key: dict, out_dir, folder=None) -> dict:
+    """Copy the reference members into ``out_dir`` after checking every file against its SHA-256
+    in the manifest; :func:`helpers.model.train_ensemble` then finds them finished.
+
+    Returns
+    -------
+    dict
+        The reference record.
+
+    Raises
+    ------
+    ReferenceError
+        If the reference does not :func:`match` ``key``, or a file is missing or altered (nothing
+        is copied then).
+    """
+    from .fileio import sha256_file
+
+    folder = Path(folder or paths.REFERENCE)
+    ok, why = match(key, folder)
+    if not ok:
+        raise ReferenceError(why)
+    rec = read_record(folder)
+    files = [folder / f"member_{i:02d}{ext}" for i in range(key["n_models"]) for ext in (".keras", ".json")]
+    for f in files:
+        if not f.exists():
+            raise ReferenceError(f"{f} is missing; restore it (git checkout data/reference) or re-run "
+                                 "scripts/train_reference.py")
+        declared = _declared(f.name) if folder == paths.REFERENCE else rec["sha256"].get(f.name)
+        if declared != sha256_file(f):
+            raise ReferenceError(f"{f} does not match its checksum in "
+                                 f"{'data_manifest.yaml' if folder == paths.REFERENCE else 'reference.json'} "
+                                 f"(section {SECTION}); it was altered or damaged: restore it (git checkout "
+                                 "data/reference) or re-run scripts/train_reference.py")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        tmp = out_dir / f".{f.name}.{os.getpid()}.tmp"
+        shutil.copyfile(f, tmp)
+        os.replace(tmp, out_dir / f.name)
+    return rec
+
+
+def declare(folder=None, manifest_path=None) -> dict:
+    """Declare every member file of ``folder`` and its record in the manifest (SHA-256 each)."""
+    from .fileio import sha256_file
+    from .manifest import record_grid_part, record_section_info
+
+    folder = Path(folder or paths.REFERENCE)
+    rec = read_record(folder)
+    if rec is None:
+        raise ReferenceError(f"{folder}/reference.json is missing; run scripts/train_reference.py")
+    record_section_info(SECTION, {"description": "reference CNN ensemble of the default survey (chapter 03)",
+                                  "generator": "scripts/train_reference.py",
+                                  "record": str((folder / "reference.json").relative_to(paths.REPO))},
+                        path=manifest_path)
+    sums = {}
+    files = [f for f in sorted(folder.glob("member_*")) if f.suffix in (".keras", ".json") and f.name in rec["sha256"]]
+    files += [f for f in (folder / CHECK_FILE, folder / "reference.json") if f.exists()]
+    for f in files:
+        sums[f.name] = sha256_file(f)
+        record_grid_part(f.name, sums[f.name], path=manifest_path, section=SECTION, replace=True)
+    return sums
+
+
+def summary_sentence(rec: dict) -> str:
+    """Where and how long the reference was trained, in one sentence for chapter 03."""
+    m = rec.get("machine") or {}
+    members = rec.get("members") or {}
+    epochs = [v["epochs"] for v in members.values()]
+    early = sum(bool(v.get("stopped_early")) for v in members.values())
+    return (f"trained by scripts/train_reference.py on {m.get('cpu', 'an unrecorded machine')} "
+            f"({m.get('cpu_count', '?')} cores) in {rec.get('worker_hours', float('nan')):.1f} worker-hours, "
+            f"{len(members)} members of {int(np.min(epochs)) if epochs else 0}–{int(np.max(epochs)) if epochs else 0} "
+            f"epochs, {early} of them stopped early")
+
+
+def use_if_it_applies(in_reference: str, key: dict, out_dir) -> tuple[bool, str, dict | None]:
+    """Chapter 03's step: adopt the reference whose record is ``in_reference`` when it
+    :func:`match`-es ``key``; ``""`` asks for none.
+
+    Returns
+    -------
+    used : bool
+    reason : str
+        Why it was or was not used (a sentence for the chapter).
+    record : dict or None
+        The reference record, when one was found.
+
+    Raises
+    ------
+    ReferenceError
+        If it applies but a file is missing or altered: a damaged reference is never silently
+        replaced by a fresh training (restore it, or set ``in_reference = ""``).
+    """
+    if not in_reference:
+        return False, 'no reference ensemble was asked for (`in_reference = ""`)', None
+    folder = Path(in_reference).parent
+    rec = read_record(folder)
+    ok, why = match(key, folder)
+    if not ok:
+        return False, why, rec
+    return True, why, adopt(key, out_dir, folder)
+
+
+def chapter_text(used: bool, reason: str, rec: dict | None, members: list[dict], cfg) -> str:
+    """Chapter 03's paragraph on where its members come from and whether they converged."""
+    n = len(members)
+    early = sum(len(m["history"]["val_loss"]) < cfg.epochs for m in members)
+    if used:
+        return ("**These members were not trained in this run.** They are the reference ensemble shipped "
+                f"with the project (`data/reference/`), {summary_sentence(rec)}. This run would have trained "
+                "exactly them (same training-set content, split, network, training code and seeds), so it "
+                "loaded them, after checking every file against its checksum in `data_manifest.yaml`. To train "
+                "them yourself, run `python scripts/train_reference.py --out my_reference` (it took "
+                f"{rec.get('wall_hours', float('nan')):.1f} hours from start to end there) or this chapter with "
+                '`in_reference = ""`.')
+    conv = (f"all {n} members stopped early, when their validation loss had not improved for "
+            f"{cfg.patience} epochs" if early == n else
+            f"**{n - early} of {n} members stopped at the epoch limit ({cfg.epochs}), not by early stopping**: "
+            "their validation loss was still falling, so these networks are not converged and the accuracy "
+            "below is that of undertrained networks")
+    return f"The members were trained in this run ({reason}); {conv}."
+
+
+def finished_members(folder, key: dict) -> tuple[dict, dict]:
+    """The members of ``folder`` trained for ``key`` (by their fit digest): a summary per member
+    and the SHA-256 of each of their files."""
+    from .fileio import sha256_file
+
+    folder = Path(folder)
+    members, sums = {}, {}
+    for i in range(key["n_models"]):
+        name = f"member_{i:02d}"
+        j, k = folder / f"{name}.json", folder / f"{name}.keras"
+        if not (j.exists() and k.exists()):
+            continue
+        rec = json.loads(j.read_text(encoding="utf-8"))
+        if rec.get("fit_digest") != key["fit_digest"] or rec.get("seed") != key["member_seeds"][i]:
+            continue
+        hist = rec["history"]["val_loss"]
+        members[name] = {"seed": rec["seed"], "epochs": len(hist), "best_epoch": int(np.argmin(hist)) + 1,
+                         "best_val_loss": float(min(hist)), "hours": round(rec["train_seconds"] / 3600, 3),
+                         "stopped_early": len(hist) < key["architecture"]["epochs"]}
+        for f in (k, j):
+            sums[f.name] = sha256_file(f)
+    return members, sums
+
+
+#: Spectra (and each member's raw outputs for them) kept with the reference, for the regression test.
+CHECK_FILE = "check.npz"
+
+
+def write_check(folder, x, member_names: list[str]) -> Path:
+    """Keep ``x`` (a few input spectra, shape (n, n_pixels, 1)) and each named member's outputs
+    for them (before unscaling) in ``check.npz``, atomically; ``tests/test_reference.py`` checks
+    that the shipped members still give them under every installed backend."""
+    from . import model as M
+    from .fileio import atomic_path
+
+    folder = Path(folder)
+    outs = []
+    for name in member_names:
+        m, _ = M.load_member(folder / f"{name}.keras")
+        outs.append(np.asarray(m.predict(np.asarray(x, np.float32), verbose=0), np.float32))
+    path = folder / CHECK_FILE
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, x=np.asarray(x, np.float32)[..., 0], outputs=np.stack(outs),
+                     members=np.array(member_names))
+    return path
+
+
+def verify_shipped() -> list[str]:
+    """Check every file of the shipped reference against its SHA-256 in the manifest; returns
+    the names checked.
+
+    Raises
+    ------
+    ReferenceError
+        Naming the first file that is missing or altered.
+    """
+    from .fileio import sha256_file
+    from .manifest import load_manifest
+
+    parts = (load_manifest().get(SECTION) or {}).get("parts") or {}
+    for name, sha in parts.items():
+        f = paths.REFERENCE / name
+        if not f.exists():
+            raise ReferenceError(f"{f} is declared in data_manifest.yaml but missing; git checkout data/reference")
+        if sha256_file(f) != sha:
+            raise ReferenceError(f"{f} does not match its checksum in data_manifest.yaml (section {SECTION}); "
+                                 "restore it (git checkout data/reference) or re-run scripts/train_reference.py")
+    return sorted(parts)

@@ -1,0 +1,132 @@
+"""The reference ensemble: used only when it is what the run would train, refused when altered,
+and (for the shipped one) still giving its recorded outputs under every installed backend."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from helpers import model as M  # noqa: E402
+from helpers import paths, reference  # noqa: E402
+from helpers.dataset import content_digest, read_dataset  # noqa: E402
+
+SMALL = M.ModelConfig(filters=(4, 3, 2), kernels=(5, 5, 3), dense=(8, 8, 4), epochs=2, patience=2,
+                      batch_size=16, learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def built(tiny_survey, tmp_path_factory):
+    """A reference of two small members, recorded as scripts/train_reference.py records one."""
+    from helpers import survey
+
+    cfg, path, cat = tiny_survey
+    rows = survey.select_training(cat, cfg)
+    fit, val = rows[:64], rows[64:96]
+    scaler = M.LabelScaler.fit(read_dataset(path, rows=np.sort(fit)).labels("survey"))
+    key = reference.reference_key(M.fit_digest(content_digest(path), fit, val), SMALL, 5, 2)
+    folder = tmp_path_factory.mktemp("reference")
+    M.train_ensemble(path, fit, val, n_models=2, cfg=SMALL, seed=5, out_dir=folder, scaler=scaler, log=None)
+    members, sums = reference.finished_members(folder, key)
+    reference.write_record(folder, {"key": key, "members": members, "sha256": sums, "wall_hours": 0.01,
+                                    "worker_hours": 0.01, "machine": {"cpu": "test CPU", "cpu_count": 2}})
+    return {"path": path, "fit": fit, "val": val, "scaler": scaler, "key": key, "folder": folder}
+
+
+def test_a_matching_reference_is_loaded_not_trained(built, tmp_path):
+    used, why, rec = reference.use_if_it_applies(str(built["folder"] / "reference.json"), built["key"], tmp_path)
+    assert used and "matches" in why and rec["members"]["member_01"]["epochs"] == 2
+    lines = []
+    members = M.train_ensemble(built["path"], built["fit"], built["val"], n_models=2, cfg=SMALL, seed=5,
+                               out_dir=tmp_path, scaler=built["scaler"], log=lines.append)
+    assert all(m.get("reused") for m in members) and all("kept from an earlier run" in s for s in lines)
+    text = reference.chapter_text(used, why, rec, members, SMALL)
+    assert "not trained in this run" in text and "test CPU" in text
+
+
+def test_any_difference_trains_and_says_what_differs(built, tmp_path):
+    other = M.ModelConfig(**{**SMALL.__dict__, "learning_rate": 1e-4})
+    cases = [
+        (reference.reference_key(built["key"]["fit_digest"], other, 5, 2), "learning_rate: 0.001 there, 0.0001 here"),
+        (reference.reference_key("another training set", SMALL, 5, 2), "training set"),
+        (reference.reference_key(built["key"]["fit_digest"], SMALL, 6, 2), "another seed"),
+        (reference.reference_key(built["key"]["fit_digest"], SMALL, 5, 3), "another number of members"),
+    ]
+    for key, says in cases:
+        used, why, _ = reference.use_if_it_applies(str(built["folder"] / "reference.json"), key, tmp_path)
+        assert not used and says in why, why
+    assert not list(tmp_path.iterdir())  # nothing was copied
+    used, why, _ = reference.use_if_it_applies("", built["key"], tmp_path)
+    assert not used and "in_reference" in why
+
+
+def test_an_incomplete_reference_is_not_used(built, tmp_path):
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    rec = json.loads((built["folder"] / "reference.json").read_text())
+    rec["members"].pop("member_01")
+    (folder / "reference.json").write_text(json.dumps(rec))
+    ok, why = reference.match(built["key"], folder)
+    assert not ok and "1 of 2 members" in why
+
+
+def test_a_tampered_member_is_refused_by_its_checksum(built, tmp_path):
+    import shutil
+
+    folder = tmp_path / "ref"
+    shutil.copytree(built["folder"], folder)
+    f = folder / "member_01.keras"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    out = tmp_path / "models"
+    with pytest.raises(reference.ReferenceError, match="member_01.keras does not match its checksum"):
+        reference.use_if_it_applies(str(folder / "reference.json"), built["key"], out)
+    assert not out.exists() or not list(out.iterdir())  # nothing copied
+
+
+def test_a_record_of_another_version_is_refused(tmp_path):
+    (tmp_path / "reference.json").write_text(json.dumps({"reference_version": 99}))
+    with pytest.raises(reference.ReferenceError, match="reference_version 99"):
+        reference.read_record(tmp_path)
+
+
+def test_the_check_file_keeps_each_members_outputs(built, tmp_path):
+    import shutil
+
+    folder = tmp_path / "ref"
+    shutil.copytree(built["folder"], folder)
+    x = M.prepare_inputs(*(lambda d: (d.flux, d.ivar))(read_dataset(built["path"], rows=slice(0, 3))))
+    reference.write_check(folder, x, ["member_00", "member_01"])
+    res = _check(folder, "tensorflow")
+    assert res["members"] == 2 and res["max_abs_diff"] < 1e-5
+
+
+def _check(folder: Path, backend: str) -> dict:
+    script = Path(__file__).with_name("reference_check.py")
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    res = subprocess.run([sys.executable, str(script), str(folder)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name,module", [("tensorflow", "tensorflow"), ("jax", "jax"), ("torch", "torch")])
+def test_the_shipped_members_give_their_recorded_outputs_under_every_backend(name, module):
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+    rec = reference.read_record()
+    if rec is None or not (paths.REFERENCE / reference.CHECK_FILE).exists():
+        pytest.skip("no reference ensemble is shipped yet")
+    reference.verify_shipped()  # every shipped file matches data_manifest.yaml
+    res = _check(paths.REFERENCE, name)
+    assert res["backend"] == name and res["members"] == len(rec["members"])
+    assert res["max_abs_diff"] < 1e-4, res  # float32 outputs of order 0.1-1, summed over ~1e6 weights

@@ -198,77 +198,95 @@ def train(flux, ivar, labels, label_names, grid_digest: str = "",
                        {"n_train": int(len(flux)), "n_pixels": int(n_pix)})
 
 
-def _jacobian_parts(model: CannonModel):
-    """θ's linear columns (P, K) and G (P, K, K) with ∂m/∂x_k = θ_lin[:, k] + G[:, k, :] @ x."""
-    k = model.n_labels
-    lin = model.coeffs[:, 1:1 + k]
-    g = np.zeros((len(model.coeffs), k, k))
-    for c, (i, j) in enumerate(zip(*_pairs(k))):
-        col = model.coeffs[:, 1 + k + c]
-        # d(x_i x_j)/dx_i = x_j, d(x_i x_j)/dx_j = x_i (2 x_i for i == j)
-        g[:, i, j] += col
-        g[:, j, i] += col
-    return lin, g
+def _label_jacobian(x) -> np.ndarray:
+    """∂ℓ/∂x of the quadratic label vector for a batch of scaled labels ``x`` (B, K): shape (B, Q, K)."""
+    x = np.asarray(x, float)
+    n, k = x.shape
+    i, j = _pairs(k)
+    c = 1 + k + np.arange(len(i))
+    jac = np.zeros((n, 1 + k + len(i), k))
+    jac[:, 1 + np.arange(k), np.arange(k)] = 1.0
+    jac[:, c, i] += x[:, j]  # d(x_i x_j)/dx_i = x_j
+    jac[:, c, j] += x[:, i]  # d(x_i x_j)/dx_j = x_i (together 2 x_i where i == j)
+    return jac
 
 
-def _jacobian_t(lin_t, g_t, x):
-    """∂model/∂x for a batch, laid out (B, K, P) and contiguous, as one matrix product."""
-    k, p = lin_t.shape
-    return lin_t[None] + (x @ g_t).reshape(len(x), k, p)
+def _projections(model: CannonModel, f, w):
+    """The model's curvature for each star, A = θᵀWθ (B, Q, Q), and b = θᵀWf (B, Q).
+
+    One matrix product over the pixels per batch; with :func:`_expansion` every later step of
+    the fit costs O(Q²) per star instead of O(P·Q)."""
+    q = model.coeffs.shape[1]
+    iu, ju = np.triu_indices(q)
+    rr = model.coeffs[:, iu] * model.coeffs[:, ju]                     # (P, Q(Q+1)/2)
+    a_flat = w @ rr
+    a = np.empty((len(f), q, q))
+    a[:, iu, ju] = a_flat
+    a[:, ju, iu] = a_flat
+    return a, (w * f) @ model.coeffs
 
 
-def _fit_batch(model, flux, w, x0, lin, g, n_iter, tol: float = 1e-3):
-    """Levenberg–Marquardt for a batch of stars from start ``x0`` (B, K): x, χ², H.
+def _expansion(model: CannonModel, f, w, x_ref):
+    """χ² about reference labels ``x_ref`` (B, K): with r₀ = f − θ ℓ(x_ref), c₀ = r₀ᵀWr₀ and
+    b₀ = θᵀWr₀, χ²(x) = c₀ − 2 b₀·d + dᵀ A d for d = ℓ(x) − ℓ(x_ref), exactly.
 
-    Each star stops on its own when an accepted step lowers its χ² by less than ``tol`` (a change
-    of labels far below their uncertainty) or its damping grows past 1e6 (no better point nearby);
-    only the others go on.
+    Expanding about a point near the minimum (not about zero flux, where c = fᵀWf is some 10⁸)
+    keeps the cancellation in this sum far below the χ² changes the fit decides on."""
+    v_ref = label_vector(x_ref)
+    r0 = f - v_ref @ model.coeffs.T
+    return v_ref, (w * r0) @ model.coeffs, np.sum(w * r0 * r0, axis=1)
+
+
+def _fit_batch(a, v_ref, b, c, x0, n_iter, tol: float = 1e-3):
+    """Levenberg–Marquardt for a batch of stars from start ``x0`` (B, K), on the χ² expansion of
+    :func:`_projections` and :func:`_expansion`: returns x, χ², H (the Gauss–Newton curvature JᵀWJ = (∂ℓ/∂x)ᵀ A (∂ℓ/∂x)).
+
+    The steps are those of Levenberg–Marquardt on the pixels (gradient JᵀW r and curvature JᵀWJ
+    with J = θ ∂ℓ/∂x), computed without touching the pixels. Each star stops on its own when an
+    accepted step lowers its χ² by less than ``tol`` (a change of labels far below their
+    uncertainty) or its damping grows past 1e6 (no better point nearby); only the others go on.
     """
-    coeffs = model.coeffs
     k = x0.shape[1]
-    lin_t = np.ascontiguousarray(lin.T)                                      # (K, P)
-    g_t = np.ascontiguousarray(g.transpose(2, 1, 0)).reshape(k, -1)           # (K_j, K_k * P)
     x = x0.copy()
     lam = np.full(len(x), 1e-3)
 
     def chi2_of(xx, rows):
-        r = flux[rows] - label_vector(xx) @ coeffs.T
-        return np.sum(w[rows] * r * r, axis=1), r
+        d = label_vector(xx) - v_ref[rows]
+        ad = np.einsum("bqr,br->bq", a[rows], d)
+        return c[rows] - 2.0 * np.sum(b[rows] * d, axis=1) + np.sum(d * ad, axis=1), ad - b[rows]
 
-    all_rows = np.arange(len(x))
-    chi2, r = chi2_of(x, all_rows)
+    chi2, g = chi2_of(x, np.arange(len(x)))                 # g = A d − b₀ = −θᵀW r
     eye = np.eye(k)
     active = np.ones(len(x), bool)
     for _ in range(n_iter):
         rows = np.nonzero(active)[0]
         if not len(rows):
             break
-        jt = _jacobian_t(lin_t, g_t, x[rows])                   # (b, K, P)
-        wjt = jt * w[rows, None, :]
-        h = wjt @ jt.transpose(0, 2, 1)                         # (b, K, K)
-        grad = (wjt @ r[rows, :, None])[..., 0]                 # (b, K)
-        del jt, wjt
+        jac = _label_jacobian(x[rows])                       # (b, Q, K)
+        h = np.einsum("bqk,bql->bkl", jac, a[rows] @ jac)    # (b, K, K)
+        grad = -np.einsum("bqk,bq->bk", jac, g[rows])        # JᵀW r
         lr = lam[rows]
         step = np.linalg.solve(h + lr[:, None, None] * (h * eye), grad[..., None])[..., 0]
         x_new = x[rows] + step
-        chi2_new, r_new = chi2_of(x_new, rows)
+        chi2_new, g_new = chi2_of(x_new, rows)
         better = chi2_new < chi2[rows]
         gain = np.where(better, chi2[rows] - chi2_new, np.inf)
         upd = rows[better]
-        x[upd], chi2[upd], r[upd] = x_new[better], chi2_new[better], r_new[better]
+        x[upd], chi2[upd], g[upd] = x_new[better], chi2_new[better], g_new[better]
         lam[rows] = np.where(better, lr / 10.0, lr * 10.0)
         done = (gain < tol) | (lam[rows] > 1e6)
         active[rows[done]] = False
-    jt = _jacobian_t(lin_t, g_t, x)
-    h = (jt * w[:, None, :]) @ jt.transpose(0, 2, 1)
+    jac = _label_jacobian(x)
+    h = np.einsum("bqk,bql->bkl", jac, a @ jac)
     return x, chi2, h
 
 
 def infer(model: CannonModel, flux, ivar, grid_digest: str | None = None, n_iter: int = 30,
           batch: int = 128) -> dict:
-    """Labels of spectra from a trained Cannon model (χ² minimisation per star).
+    """Labels of spectra from a trained Cannon model (χ² minimisation per star, vectorised over stars).
 
-    Two starts per star: the pivot (all scaled labels 0) and the linear part of the unconstrained
+    Each star's spectrum is projected on the model once (:func:`_projections`, one matrix product
+    over the pixels for a batch of stars); the fit then runs on the projections. Two starts per star: the pivot (all scaled labels 0) and the linear part of the unconstrained
     least-squares solution for the whole label vector; the better fit is kept.
 
     Parameters
@@ -281,7 +299,7 @@ def infer(model: CannonModel, flux, ivar, grid_digest: str | None = None, n_iter
     n_iter : int
         Most Levenberg–Marquardt iterations.
     batch : int
-        Stars per block (memory ≈ batch × P × K × 8 bytes × 3).
+        Stars per block (memory ≈ batch × P × 8 bytes × 4, plus P × Q(Q+1)/2 × 8 bytes once).
 
     Returns
     -------
@@ -298,10 +316,6 @@ def infer(model: CannonModel, flux, ivar, grid_digest: str | None = None, n_iter
     if not np.all(np.isfinite(flux[good])):
         raise CannonError("flux contains NaN or infinity at unmasked pixels: mask them (ivar = 0)")
     k = model.n_labels
-    lin, g = _jacobian_parts(model)
-    rest = model.coeffs[:, 1:]
-    nq = rest.shape[1]
-    rr = (rest[:, :, None] * rest[:, None, :]).reshape(len(rest), nq * nq)  # (P, Q'²) for one matmul
     out_x = np.empty((len(flux), k))
     out_err = np.empty((len(flux), k))
     out_chi2 = np.empty(len(flux))
@@ -310,20 +324,23 @@ def infer(model: CannonModel, flux, ivar, grid_digest: str | None = None, n_iter
         sl = slice(lo, lo + batch)
         f = np.where(good[sl], flux[sl], 1.0)
         w = _weights(np.where(good[sl], ivar[sl], 0.0), model.scatter[None, :])
+        a, b = _projections(model, f, w)
         # linear start: θ_rest · v = f − θ_0 for the whole label vector v, then its linear part
-        a = (w @ rr).reshape(len(f), nq, nq) + 1e-9 * np.eye(nq)
-        b = (w * (f - model.coeffs[:, 0])) @ rest
-        v = np.linalg.solve(a, b[..., None])[..., 0]
+        a_rest = a[:, 1:, 1:] + 1e-9 * np.eye(a.shape[1] - 1)
+        v = np.linalg.solve(a_rest, (b[:, 1:] - a[:, 1:, 0])[..., None])[..., 0]
         starts = [np.zeros((len(f), k)), np.clip(v[:, :k], -5.0, 5.0)]
+        v_ref, b0, c0 = _expansion(model, f, w, starts[1])
         best = None
         for x0 in starts:
-            x, chi2, h = _fit_batch(model, f, w, x0, lin, g, n_iter)
+            x, chi2, h = _fit_batch(a, v_ref, b0, c0, x0, n_iter)
             if best is None:
                 best = [x, chi2, h]
             else:
                 better = chi2 < best[1]
                 best[0][better], best[1][better], best[2][better] = x[better], chi2[better], h[better]
-        x, chi2, h = best
+        x, _, h = best
+        r = f - label_vector(x) @ model.coeffs.T  # the χ² reported: from the pixels themselves
+        chi2 = np.sum(w * r * r, axis=1)
         try:
             cov = np.linalg.inv(h)
             err = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))

@@ -96,6 +96,7 @@ def main(argv=None) -> int:
 
     # the CNN: one member trained on the same spectra, the fused ensemble on the same test spectra
     from helpers import model as M
+    from helpers import inference as I
 
     cfg = M.ModelConfig(epochs=args.cnn_epochs, patience=args.cnn_epochs, learning_rate=1e-3)
     scaler = M.LabelScaler.fit(y)
@@ -104,9 +105,9 @@ def main(argv=None) -> int:
     y_val = scaler.scale(data.labels("survey")[test])
     member, _, t_cnn_member = M.train_member(x_fit, y_fit, x_test, y_val, cfg, seed=1, log_every=0)
     models = [member] + [M.build_model(n_pix, len(LABELS), cfg) for _ in range(args.members - 1)]
-    engine = M.FusedEnsemble(models)
-    M.ensemble_predict(models, x_test[:256], scaler, engine=engine)  # compile once
-    _, t_cnn_infer = timed(M.ensemble_predict, models, x_test, scaler, engine=engine)
+    engine = I.FusedEnsemble(models)
+    I.ensemble_predict(models, x_test[:256], scaler, engine=engine)  # compile once
+    _, t_cnn_infer = timed(I.ensemble_predict, models, x_test, scaler, engine=engine)
     rows += [(f"CNN: one member, {args.cnn_epochs} epochs", t_cnn_member, len(fit)),
              (f"CNN: {args.members}-member ensemble, infer", t_cnn_infer, len(test))]
 

@@ -5,7 +5,7 @@ child process, since oneDNN is chosen when TensorFlow is imported):
 
 * the machine's float32 peak (a large numpy matrix product);
 * one model's Keras ``predict``, with oneDNN off and on, with and without XLA;
-* the whole ensemble through :class:`helpers.model.FusedEnsemble`, with and without
+* the whole ensemble through :class:`helpers.inference.FusedEnsemble`, with and without
   padding convolution outputs to 8 channels;
 * the whole ensemble through :class:`helpers.inference.KernelEnsemble` (the C kernel for
   the convolutions, BLAS for the dense head) with one and two threads and two block sizes;
@@ -56,6 +56,7 @@ def _median_rate(fn, n, repeats):
 def worker(args) -> dict:
     """Measurements under the TensorFlow settings of this process."""
     from helpers import model as M
+    from helpers import inference as I
 
     rng = np.random.default_rng(2)
     x = rng.normal(1, 0.02, (args.n, args.pixels, 1)).astype(np.float32)
@@ -69,7 +70,7 @@ def worker(args) -> dict:
     elif args.what == "fused":
         models = [M.build_model(args.pixels) for _ in range(args.members)]
         for mult in (1, 8):
-            eng = M.FusedEnsemble(models, channel_multiple=mult)
+            eng = I.FusedEnsemble(models, channel_multiple=mult)
             rate = _median_rate(lambda: eng.predict(x, batch_size=args.batch), args.n, args.repeats)
             out[f"fused ensemble, channels padded to {mult}"] = rate
         for bs in (64, 512):  # the batch size, with padding

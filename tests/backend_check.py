@@ -10,6 +10,7 @@ import numpy as np
 
 def main() -> int:
     from helpers import model as M
+    from helpers import inference as I
 
     rng = np.random.default_rng(0)
     n, p = 32, 120
@@ -18,7 +19,7 @@ def main() -> int:
     cfg = M.ModelConfig(filters=(4, 3, 2), kernels=(5, 5, 3), dense=(8, 8, 4), epochs=1, patience=1,
                         batch_size=16, learning_rate=1e-3)
     model, hist, _ = M.train_member(x[:24], y[:24], x[24:], y[24:], cfg, seed=3, log_every=0)
-    mean, std, per = M.ensemble_predict([model, model], x, M.LabelScaler.fit(y))
+    mean, std, per = I.ensemble_predict([model, model], x, M.LabelScaler.fit(y))
     g = M.input_gradients(model, x[:4], 0, batch_size=3)
     # the C kernel reads this backend's weights and gives its numbers (where it is built)
     from helpers import inference

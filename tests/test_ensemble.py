@@ -132,6 +132,7 @@ def test_predict_file_gives_the_in_memory_numbers_on_any_scheduler(tmp_path):
     pytest.importorskip("keras")
     from helpers import dataset, parallel
     from helpers import model as M
+    from helpers import inference as I
     from helpers.spectra import giraffe_grid
 
     grid = giraffe_grid(("HR21",))
@@ -147,10 +148,10 @@ def test_predict_file_gives_the_in_memory_numbers_on_any_scheduler(tmp_path):
     paths = [M.save_member(m, tmp_path / f"member_{i:02d}", scaler=scaler, grid=grid, cfg=cfg, seed=i,
                            history={"val_loss": [1.0]}, seconds=0.0) for i, m in enumerate(models)]
     out = ensemble.predict_file(paths, scaler, path, grid=grid, block=3)  # blocks of 3, 3 and 1
-    mean, std, _ = M.ensemble_predict(models, M.prepare_inputs(flux, ivar), scaler)
+    mean, std, _ = I.ensemble_predict(models, M.prepare_inputs(flux, ivar), scaler)
     assert out["mean"].shape == (7, 5)
     assert np.allclose(out["mean"], mean, atol=1e-5) and np.allclose(out["std"], std, atol=1e-5)
-    assert out["seconds"] > 0 and out["engine"] == M.engine_name(M.inference_engine(models))
+    assert out["seconds"] > 0 and out["engine"] == I.engine_name(I.inference_engine(models))
     # two worker processes of one thread each give the numbers of one engine thread here, bit for bit;
     # with more threads the BLAS sums of the head run in another order (float32 round-off)
     one = ensemble.predict_file(paths, scaler, path, grid=grid, block=3, threads=1)

@@ -106,9 +106,9 @@ def test_ensemble_gives_the_keras_numbers_with_any_threads_and_blocks():
     one_big = I.KernelEnsemble(models, threads=1).predict(x, batch_size=256)
     assert np.max(np.abs(one_big - two)) < 1e-6 * max(1.0, np.max(np.abs(ref)))
     # through ensemble_predict, which picks this engine where it is built
-    eng = M.inference_engine(models)
-    assert isinstance(eng, I.KernelEnsemble) and "C kernel" in M.engine_name(eng)
-    mean, std, per = M.ensemble_predict(models, x, M.LabelScaler(np.zeros(5), np.ones(5)), engine=eng)
+    eng = I.inference_engine(models)
+    assert isinstance(eng, I.KernelEnsemble) and "C kernel" in I.engine_name(eng)
+    mean, std, per = I.ensemble_predict(models, x, M.LabelScaler(np.zeros(5), np.ones(5)), engine=eng)
     assert np.allclose(per, ref, atol=1e-5) and np.allclose(mean, ref.mean(axis=0), atol=1e-5)
 
 

@@ -8,6 +8,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from helpers import inference as I  # noqa: E402
 from helpers import model as M  # noqa: E402
 from helpers.spectra import giraffe_grid  # noqa: E402
 
@@ -62,7 +63,7 @@ def test_train_predict_save_load_round_trip(tiny_survey, tmp_path):
         assert key in rec
     models = [M.load_member(m["path"], grid=grid)[0] for m in members]
     x = M.prepare_inputs(data.flux[:20], data.ivar[:20])
-    mean, std, per = M.ensemble_predict(models, x, scaler)
+    mean, std, per = I.ensemble_predict(models, x, scaler)
     assert mean.shape == (20, 5) and np.all(std >= 0) and per.shape == (2, 20, 5)
     # a model does not load for data on another grid, or for other labels
     with pytest.raises(M.ModelMismatchError, match="Resample the data"):
@@ -160,11 +161,11 @@ def test_fused_ensemble_gives_the_keras_numbers():
     x = np.random.default_rng(4).normal(1, 0.1, (70, 300, 1)).astype(np.float32)
     ref = np.stack([m.predict(x, verbose=0) for m in models])
     for mult in (1, 8):  # 8: the 4- and 3-channel convolutions are padded with zero channels
-        eng = M.FusedEnsemble(models, channel_multiple=mult)
+        eng = I.FusedEnsemble(models, channel_multiple=mult)
         out = eng.predict(x, batch_size=32)  # 70 = two full batches and a partial one
         assert out.shape == ref.shape
         assert np.max(np.abs(out - ref)) < 1e-5 * max(1.0, np.max(np.abs(ref)))
-    padded = [op[1].shape[-1] for op in M.FusedEnsemble(models).programs[0] if op[0] == "conv"]
+    padded = [op[1].shape[-1] for op in I.FusedEnsemble(models).programs[0] if op[0] == "conv"]
     assert padded == [8, 8, 2]  # the last convolution feeds Flatten, so it keeps its 2 channels
     with pytest.raises(M.ModelMismatchError, match="300 pixels"):
         eng.predict(x[:, :200])
@@ -176,10 +177,10 @@ def test_other_layers_fall_back_to_keras_predict():
     h = keras.layers.BatchNormalization()(keras.layers.Conv1D(2, 3)(inp))
     model = keras.Model(inp, keras.layers.Dense(5)(keras.layers.Flatten()(h)))
     with pytest.raises(NotImplementedError, match="BatchNormalization"):
-        M.FusedEnsemble([model])
+        I.FusedEnsemble([model])
     x = np.ones((4, 40, 1), np.float32)
     scaler = M.LabelScaler(np.zeros(5), np.ones(5))
-    mean, std, _ = M.ensemble_predict([model, model], x, scaler)
+    mean, std, _ = I.ensemble_predict([model, model], x, scaler)
     assert np.allclose(mean, model.predict(x, verbose=0)) and np.allclose(std, 0.0)
 
 
@@ -192,13 +193,13 @@ def test_without_the_c_kernel_the_tensorflow_graph_is_used(monkeypatch):
     models = _with_random_biases([M.build_model(120, 5, cfg) for _ in range(2)])
     with pytest.raises(NotImplementedError, match="not built"):
         inference.KernelEnsemble(models)
-    eng = M.inference_engine(models)
-    assert isinstance(eng, M.FusedEnsemble) and "TensorFlow" in M.engine_name(eng)
+    eng = I.inference_engine(models)
+    assert isinstance(eng, I.FusedEnsemble) and "TensorFlow" in I.engine_name(eng)
     x = np.random.default_rng(8).normal(1, 0.1, (5, 120, 1)).astype(np.float32)
     ref = np.stack([m.predict(x, verbose=0) for m in models])
-    _, _, per = M.ensemble_predict(models, x, M.LabelScaler(np.zeros(5), np.ones(5)))
+    _, _, per = I.ensemble_predict(models, x, M.LabelScaler(np.zeros(5), np.ones(5)))
     assert np.allclose(per, ref, atol=1e-5)
-    assert "one model at a time" in M.engine_name(None)
+    assert "one model at a time" in I.engine_name(None)
 
 
 @pytest.mark.parametrize("name,module", [("tensorflow", "tensorflow"), ("jax", "jax"), ("torch", "torch")])

@@ -51,3 +51,40 @@ def test_repository_url_is_the_same_everywhere():
     assert cfg["html"]["baseurl"] == cff["url"] == meta["urls"]["Documentation"]
     assert cfg["html"]["use_issues_button"] and cfg["html"]["use_repository_button"]
     assert cfg["launch_buttons"]["binderhub_url"] and cfg["launch_buttons"]["colab_url"]
+
+
+def _helpers_import_graph() -> dict[str, set[str]]:
+    """Which helper modules each helper module imports, at module level or inside functions."""
+    import ast
+
+    from helpers import paths
+
+    mods = {p.stem for p in paths.PACKAGE.glob("*.py")}
+    edges = {}
+    for p in paths.PACKAGE.glob("*.py"):
+        deps = set()
+        for n in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(n, ast.ImportFrom) and (n.level == 1 or (n.module or "").startswith("helpers")):
+                parts = (n.module or "").split(".")
+                sub = parts[0] if n.level == 1 else (parts[1] if len(parts) > 1 else "")
+                deps.update([sub] if sub else [a.name for a in n.names])
+        edges[p.stem] = {d for d in deps if d in mods and d != p.stem}
+    return edges
+
+
+def test_helper_modules_depend_downwards_without_circles():
+    edges = _helpers_import_graph()
+
+    def reach(a):
+        seen, todo = set(), [a]
+        while todo:
+            for b in edges.get(todo.pop(), ()):
+                if b not in seen:
+                    seen.add(b)
+                    todo.append(b)
+        return seen
+
+    circles = sorted((a, b) for a in edges for b in edges[a] if a in reach(b))
+    assert not circles, f"import circles (a imports b, b reaches a): {circles}"
+    assert "inference" in edges and "model" in edges["inference"] and "inference" not in reach("model")
+    assert not ({"pipeline", "book"} & reach("model"))  # the bottom does not reach the top

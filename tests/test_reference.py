@@ -56,7 +56,7 @@ def test_any_difference_trains_and_says_what_differs(built, tmp_path):
         (reference.reference_key(built["key"]["fit_digest"], other, 5, 2), "learning_rate: 0.001 there, 0.0001 here"),
         (reference.reference_key("another training set", SMALL, 5, 2), "training set"),
         (reference.reference_key(built["key"]["fit_digest"], SMALL, 6, 2), "another seed"),
-        (reference.reference_key(built["key"]["fit_digest"], SMALL, 5, 3), "another number of members"),
+        (reference.reference_key(built["key"]["fit_digest"], SMALL, 5, 3), "first 2 of the 3 members"),
     ]
     for key, says in cases:
         used, why, _ = reference.use_if_it_applies(str(built["folder"] / "reference.json"), key, tmp_path)
@@ -73,7 +73,10 @@ def test_an_incomplete_reference_is_not_used(built, tmp_path):
     rec["members"].pop("member_01")
     (folder / "reference.json").write_text(json.dumps(rec))
     ok, why = reference.match(built["key"], folder)
-    assert not ok and "1 of 2 members" in why
+    assert not ok and "first 1 of the 2 members" in why
+    one = reference.reference_key(built["key"]["fit_digest"], SMALL, 5, 1)  # the first member alone
+    ok, why = reference.match(one, folder)
+    assert ok and "first 1 of 1 finished members" in why
 
 
 def test_a_tampered_member_is_refused_by_its_checksum(built, tmp_path):

@@ -4,7 +4,9 @@ The package is organised one module per concern (see ``DESIGN.md`` in the
 repository): :mod:`helpers.simulate` (forward model), :mod:`helpers.galaxy`
 (mock Milky Way), :mod:`helpers.survey` (the simulated Gaia-ESO survey),
 :mod:`helpers.dataset` (data-set files), :mod:`helpers.cleaning` (t-SNE
-cleaning), :mod:`helpers.model` (the CNN and its fast ensemble inference),
+cleaning), :mod:`helpers.model` (the CNN: building, training, saving),
+:mod:`helpers.inference` (evaluating the ensemble fast),
+:mod:`helpers.reference` (the shipped reference ensemble),
 :mod:`helpers.ensemble` (training workflow, prediction tables, precision),
 :mod:`helpers.cannon` (The Cannon baseline), :mod:`helpers.compare` (two label
 pipelines side by side),

@@ -125,18 +125,20 @@ _WORKER_ENGINES: dict = {}
 def _worker_engine(member_paths: tuple, grid_digest: str, threads: int | None):
     """The members and their inference engine, built once per worker process."""
     from . import model as M
+    from . import inference as I
 
     key = (member_paths, grid_digest, threads)
     if key not in _WORKER_ENGINES:
         _WORKER_ENGINES.clear()
         models = [M.load_member(p)[0] for p in member_paths]
-        _WORKER_ENGINES[key] = (models, M.inference_engine(models, threads=threads))
+        _WORKER_ENGINES[key] = (models, I.inference_engine(models, threads=threads))
     return _WORKER_ENGINES[key]
 
 
 def _predict_block_task(task: dict):
     """Labels of one block of a data set file (a top-level function, so Dask workers can run it)."""
     from . import model as M
+    from . import inference as I
     from .dataset import read_dataset
 
     models, engine = _worker_engine(task["members"], task["grid_digest"], task["threads"])
@@ -145,9 +147,9 @@ def _predict_block_task(task: dict):
         raise ValueError(f"{task['data']} is on another wavelength grid than the ensemble")
     x = M.prepare_inputs(data.flux, data.ivar)
     t0 = time.perf_counter()
-    mean, std, _ = M.ensemble_predict(models, x, M.LabelScaler.from_json(task["scaler"]),
+    mean, std, _ = I.ensemble_predict(models, x, M.LabelScaler.from_json(task["scaler"]),
                                       batch_size=task["batch_size"], engine=engine)
-    return mean, std, time.perf_counter() - t0, M.engine_name(engine)
+    return mean, std, time.perf_counter() - t0, I.engine_name(engine)
 
 
 def predict_file(member_paths, scaler, path, *, grid=None, batch_size: int = 256, block: int = 4096,
@@ -155,7 +157,7 @@ def predict_file(member_paths, scaler, path, *, grid=None, batch_size: int = 256
     """The ensemble's labels for every spectrum of a data set file, one task per block of rows.
 
     Each worker loads the members and builds its inference engine once
-    (:func:`helpers.model.inference_engine`), reads its blocks from the file itself (on a cluster:
+    (:func:`helpers.inference.inference_engine`), reads its blocks from the file itself (on a cluster:
     a shared path) and returns their labels, which are gathered in the file's row order. Every
     spectrum goes through the same arithmetic whichever worker takes it, so the labels are the
     same for any scheduler and number of workers.

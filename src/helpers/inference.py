@@ -21,7 +21,7 @@ Dense [LeakyReLU] ..., as :func:`helpers.model.build_model` makes them.
 
 The extension is built when the package is installed (``pip install -e .`` compiles it
 with the machine's C compiler); where it could not be built, :func:`available` is False
-and :func:`helpers.model.ensemble_predict` falls back to TensorFlow or Keras.
+and :func:`ensemble_predict` falls back to TensorFlow or Keras.
 """
 from __future__ import annotations
 
@@ -32,12 +32,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .model import LabelScaler, ModelMismatchError, backend, keras
+
 try:
     from . import _convkernel
 except ImportError:  # no C compiler when the package was installed
     _convkernel = None
 
-__all__ = ["available", "simd", "KernelEnsemble", "default_threads", "compare_engines"]
+__all__ = ["available", "simd", "KernelEnsemble", "FusedEnsemble", "inference_engine", "engine_name",
+           "ensemble_predict", "default_threads", "compare_engines"]
 
 
 def available() -> bool:
@@ -185,8 +188,6 @@ class KernelEnsemble:
             Memory: one member's features for one block (for the default network
             ``batch_size`` x 15 864 floats, 16 MB for 256).
         """
-        from .model import ModelMismatchError
-
         x = np.asarray(x, np.float32)
         if x.ndim == 3 and x.shape[2] == 1:
             x = x[..., 0]
@@ -222,7 +223,7 @@ def compare_engines(models, x, batch_size: int = 256, repeats: int = 2, threads:
     """Time the inference engines side by side on the same spectra.
 
     Engines: each model's Keras ``predict`` in turn; all members in one TensorFlow graph
-    (:class:`helpers.model.FusedEnsemble`, TensorFlow backend only); the C kernel with one
+    (:class:`FusedEnsemble`, TensorFlow backend only); the C kernel with one
     thread and with ``threads``. Each rate is the best of ``repeats`` timings after a
     warm-up call, so that one-off costs (graph tracing) are left out.
 
@@ -245,13 +246,11 @@ def compare_engines(models, x, batch_size: int = 256, repeats: int = 2, threads:
         ``reference_members`` networks), ``of_target`` (rate_ref / target) and
         ``speedup`` (over the first row).
     """
-    from . import model as M
-
     threads = int(threads or default_threads())
     engines = [("Keras predict, one model at a time", lambda: [m.predict(x, batch_size=batch_size, verbose=0)
                                                                for m in models])]
     try:
-        fused = M.FusedEnsemble(models)
+        fused = FusedEnsemble(models)
         engines.append(("one TensorFlow graph for all members", lambda: fused.predict(x, batch_size=batch_size)))
     except NotImplementedError:
         pass
@@ -276,3 +275,182 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def inference_engine(models, threads: int | None = None):
+    """The fastest engine for evaluating ``models`` together on this machine, or None.
+
+    In order of preference: :class:`KernelEnsemble` (the compiled C
+    kernel; any backend), :class:`FusedEnsemble` (TensorFlow backend), None (each
+    model's ``predict``). An engine that does not support the models' layers is skipped.
+    Build one per set of models and reuse it: building traces or repacks the weights.
+
+    Parameters
+    ----------
+    models : list of keras.Model
+    threads : int, optional
+        Threads for the C kernel (default: the cores this process may use).
+    """
+    try:
+        return KernelEnsemble(models, threads=threads)
+    except NotImplementedError:
+        pass
+    try:
+        return FusedEnsemble(models)
+    except NotImplementedError:
+        return None
+
+
+def engine_name(engine) -> str:
+    """A short description of an engine from :func:`inference_engine`, for the book."""
+    if isinstance(engine, KernelEnsemble):
+        return f"C kernel ({simd()}, {engine.threads} thread{'s' if engine.threads > 1 else ''}) + BLAS"
+    if isinstance(engine, FusedEnsemble):
+        return "one TensorFlow graph for all members (oneDNN)"
+    return f"Keras predict, one model at a time ({backend()} backend)"
+
+
+def ensemble_predict(models, x, scaler: LabelScaler, batch_size: int = 256, fused: bool = True,
+                     engine=None):
+    """Mean and standard deviation over the members, in label units.
+
+    Parameters
+    ----------
+    models : list of keras.Model
+    x : ndarray, (n, n_pixels, 1) float32
+        From :func:`helpers.model.prepare_inputs`.
+    scaler : LabelScaler
+    batch_size : int
+        Spectra per forward pass.
+    fused : bool
+        Evaluate all members together with the engine of :func:`inference_engine`
+        where one applies; otherwise each model's ``predict``. Both give the same
+        numbers to float32 round-off.
+    engine : KernelEnsemble or FusedEnsemble, optional
+        One built earlier for these models (reuse it when predicting block by block).
+
+    Returns
+    -------
+    mean, std : ndarray, shape (n, n_labels)
+    per_model : ndarray, shape (n_models, n, n_labels)
+    """
+    if engine is None and fused:
+        engine = inference_engine(models)
+    if engine is not None:
+        preds = engine.predict(x, batch_size=batch_size)
+    else:
+        preds = np.stack([np.asarray(m.predict(x, batch_size=batch_size, verbose=0)) for m in models])
+    per_model = scaler.unscale(preds)
+    return per_model.mean(axis=0), per_model.std(axis=0), per_model
+
+
+class FusedEnsemble:
+    """All members of an ensemble in one compiled TensorFlow graph, for fast CPU inference.
+
+    The Keras layers are rewritten as the TensorFlow operations that oneDNN fuses
+    (2-D convolution + bias + LeakyReLU on a height-1 image), all members run in one
+    ``tf.function`` call, and convolution outputs that feed another convolution are
+    padded with zero channels to a multiple of ``channel_multiple`` (oneDNN computes
+    in blocks of 8 channels on AVX2; a 6-channel layer is slower than an 8-channel
+    one). The extra channels hold exact zeros and meet zero weights, so the outputs
+    are those of the Keras models to float32 round-off.
+
+    Parameters
+    ----------
+    models : list of keras.Model
+        Networks made of Conv1D (valid padding, stride 1, linear activation),
+        LeakyReLU, MaxPooling1D (valid, stride = pool size), Dropout, Flatten and
+        Dense (linear) layers, as :func:`helpers.model.build_model` makes them.
+    channel_multiple : int
+        Pad convolution outputs to a multiple of this (1: no padding).
+
+    Raises
+    ------
+    NotImplementedError
+        Under a backend other than TensorFlow, or for layers outside that list.
+    """
+
+    def __init__(self, models, channel_multiple: int = 8):
+        if backend() != "tensorflow":
+            raise NotImplementedError("the fused ensemble is written for the TensorFlow backend")
+        import tensorflow as tf
+
+        self.n_pixels = int(models[0].input_shape[1])
+        if any(int(m.input_shape[1]) != self.n_pixels for m in models):
+            raise ValueError("the members have different input lengths")
+        self.programs = [self._program(m, channel_multiple, tf) for m in models]
+        programs = self.programs
+
+        def forward(x):
+            h0 = tf.reshape(x, [-1, 1, self.n_pixels, 1])
+            outs = []
+            for prog in programs:
+                h = h0
+                for op, *args in prog:
+                    if op == "conv":
+                        h = tf.nn.bias_add(tf.nn.conv2d(h, args[0], 1, "VALID"), args[1])
+                    elif op == "leaky":
+                        h = tf.nn.leaky_relu(h, args[0])
+                    elif op == "pool":
+                        h = tf.nn.max_pool2d(h, (1, args[0]), (1, args[0]), "VALID")
+                    elif op == "flatten":
+                        h = tf.reshape(h, [tf.shape(h)[0], -1])
+                    elif op == "dense":
+                        h = tf.nn.bias_add(tf.matmul(h, args[0]), args[1])
+                outs.append(h)
+            return tf.stack(outs)
+
+        self._forward = tf.function(forward, reduce_retracing=True)
+
+    @staticmethod
+    def _program(model, multiple, tf):
+        layers = [ly for ly in model.layers if not isinstance(ly, (keras.layers.InputLayer, keras.layers.Dropout))]
+        prog = []
+        pad_in = 0  # zero input channels added by the previous convolution
+        for i, ly in enumerate(layers):
+            cfg = ly.get_config()
+            if isinstance(ly, keras.layers.Conv1D) and not isinstance(ly, keras.layers.Conv1DTranspose):
+                if (cfg["padding"] != "valid" or tuple(cfg["strides"]) != (1,) or tuple(cfg["dilation_rate"]) != (1,)
+                        or cfg["activation"] != "linear" or cfg.get("groups", 1) != 1 or not cfg["use_bias"]):
+                    raise NotImplementedError(f"layer {ly.name}: only valid, stride-1, linear Conv1D with bias")
+                k, b = (np.asarray(w, np.float32) for w in ly.get_weights())
+                if pad_in:
+                    k = np.concatenate([k, np.zeros((k.shape[0], pad_in, k.shape[2]), np.float32)], axis=1)
+                nxt = next((n for n in layers[i + 1:] if isinstance(n, (keras.layers.Conv1D, keras.layers.Flatten,
+                                                                       keras.layers.Dense))), None)
+                feeds_conv = isinstance(nxt, keras.layers.Conv1D)
+                extra = (-k.shape[2]) % multiple if (multiple > 1 and feeds_conv) else 0
+                if extra:
+                    k = np.concatenate([k, np.zeros(k.shape[:2] + (extra,), np.float32)], axis=2)
+                    b = np.concatenate([b, np.zeros(extra, np.float32)])
+                pad_in = extra
+                prog.append(("conv", tf.constant(k[None]), tf.constant(b)))
+            elif isinstance(ly, keras.layers.LeakyReLU):
+                prog.append(("leaky", float(cfg["negative_slope"])))
+            elif isinstance(ly, keras.layers.MaxPooling1D):
+                p = tuple(cfg["pool_size"])[0]
+                if cfg["padding"] != "valid" or tuple(cfg["strides"])[0] != p:
+                    raise NotImplementedError(f"layer {ly.name}: only valid max-pooling with stride = size")
+                prog.append(("pool", int(p)))
+            elif isinstance(ly, keras.layers.Flatten):
+                if pad_in:
+                    raise NotImplementedError("padded channels cannot reach a Flatten layer")
+                prog.append(("flatten",))
+            elif isinstance(ly, keras.layers.Dense):
+                if cfg["activation"] != "linear" or not cfg["use_bias"]:
+                    raise NotImplementedError(f"layer {ly.name}: only linear Dense with bias")
+                w, b = (np.asarray(v, np.float32) for v in ly.get_weights())
+                prog.append(("dense", tf.constant(w), tf.constant(b)))
+            else:
+                raise NotImplementedError(f"layer {ly.name} ({type(ly).__name__}) is not supported")
+        return prog
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """Scaled outputs of every member, shape ``(n_models, n, n_labels)``."""
+        x = np.asarray(x, np.float32)
+        if x.ndim == 2:
+            x = x[..., None]
+        if x.shape[1] != self.n_pixels:
+            raise ModelMismatchError(f"the ensemble expects {self.n_pixels} pixels per spectrum, got {x.shape[1]}")
+        parts = [self._forward(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts, axis=1)

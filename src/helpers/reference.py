@@ -90,13 +90,17 @@ def _differences(key: dict, rec_key: dict) -> list[str]:
                    + ")")
     if rec_key.get("seed") != key["seed"]:
         out.append(f"another seed ({rec_key.get('seed')} there, {key['seed']} here)")
-    if rec_key.get("n_models") != key["n_models"]:
-        out.append(f"another number of members ({rec_key.get('n_models')} there, {key['n_models']} here)")
+    if (rec_key.get("member_seeds") or [])[:key["n_models"]] != key["member_seeds"][:len(rec_key.get("member_seeds") or [])]:
+        out.append("other member seeds")
     return out
 
 
 def match(key: dict, folder=None) -> tuple[bool, str]:
-    """Whether the reference in ``folder`` is exactly the ensemble ``key`` describes, and why not.
+    """Whether the reference in ``folder`` holds the ensemble ``key`` describes, and why not.
+
+    Member ``i`` depends only on the settings, the run's seed and ``i``, so a run asking for
+    ``n`` members is served by the first ``n`` of a reference trained with the same settings
+    (the reference may hold more, or be planned for more and not yet complete).
 
     Returns
     -------
@@ -107,14 +111,16 @@ def match(key: dict, folder=None) -> tuple[bool, str]:
     rec = read_record(folder)
     if rec is None:
         return False, "no reference ensemble is shipped"
-    missing = [i for i in range(key["n_models"]) if f"member_{i:02d}" not in (rec.get("members") or {})]
     diffs = _differences(key, rec.get("key") or {})
     if diffs:
         return False, "the shipped reference ensemble was trained with " + "; ".join(diffs)
-    if missing:
-        return False, (f"the shipped reference ensemble is not complete ({key['n_models'] - len(missing)} of "
-                       f"{key['n_models']} members)")
-    return True, "the shipped reference ensemble matches this run"
+    have = rec.get("members") or {}
+    first = next((i for i in range(key["n_models"]) if f"member_{i:02d}" not in have), key["n_models"])
+    if first < key["n_models"]:
+        return False, (f"the shipped reference ensemble holds the first {first} of the {key['n_models']} members "
+                       "this run asks for")
+    return True, (f"the shipped reference ensemble matches this run (its first {key['n_models']} of "
+                  f"{len(have)} finished members)")
 
 
 def _declared(name: str) -> str | None:

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import http.server
 import os
+import re
 import shutil
 import threading
 import urllib.parse
@@ -67,6 +68,10 @@ class PageReport:
     nav_links: list[str] = field(default_factory=list)
     broken_links: list[str] = field(default_factory=list)
     screenshot: Path | None = None
+    #: tables wider than the text column: (first row, table width, column width) [CSS px]
+    wide_tables: list[tuple] = field(default_factory=list)
+    #: (kind, matched text) of log, progress or repr text shown on the page
+    log_text: list[tuple] = field(default_factory=list)
 
 
 _IMAGES_JS = """
@@ -76,6 +81,25 @@ _NAV_JS = """
 const sel = 'nav a[href], .bd-sidebar a[href], .prev-next-area a[href], .bd-header a[href]';
 return Array.from(document.querySelectorAll(sel)).map(a => a.href);
 """
+_TABLES_JS = """
+const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+const column = article.getBoundingClientRect().width;
+return Array.from(article.querySelectorAll('table')).map(t => {
+  const head = t.querySelector('tr');
+  return [(head ? head.innerText : '').replace(/\\s+/g, ' ').slice(0, 80), t.scrollWidth, column];
+});
+"""
+_TEXT_JS = """
+const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+return article.innerText;
+"""
+#: Text that is a log, a progress line or a Python repr, not prose: none of it may show on a page.
+LOG_PATTERNS = {
+    "Keras epoch log": r"\bEpoch \d+/\d+|\d+/\d+ - \d+m?s - loss",
+    "progress line": r"\d+%\s+\d+%|\[progress\]|it/s\]|rendered \d+/\d+ spectra",
+    "Python repr": r"PosixPath\(|object at 0x[0-9a-f]+|<keras\.|np\.float64\(|array\(\[",
+    "log record": r"^(WARNING|INFO|DEBUG|ERROR):|Traceback \(most recent call last\)",
+}
 _MATH_JS = """
 const done = arguments[arguments.length - 1];
 const count = () => done([document.querySelectorAll('mjx-container').length,
@@ -154,6 +178,10 @@ def check_pages(html_dir: Path, pages: list[str], screenshot_dir: Path, work_dir
                 rep.nav_links = sorted({u for u in driver.execute_script(_NAV_JS) if u.startswith(base)})
                 rep.broken_links = [u for u in rep.nav_links if not _link_ok(u, link_cache)]
                 rep.console_errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+                rep.wide_tables = [tuple(t) for t in driver.execute_script(_TABLES_JS) if t[1] > t[2] + 1]
+                text = driver.execute_script(_TEXT_JS)
+                rep.log_text = [(kind, m.group(0)) for kind, pat in LOG_PATTERNS.items()
+                                for m in [re.search(pat, text, re.MULTILINE)] if m]
                 shot = screenshot_dir / (page.replace("/", "__").replace(".html", "") + ".png")
                 driver.save_screenshot(str(shot))
                 rep.screenshot = shot

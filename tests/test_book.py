@@ -173,3 +173,20 @@ def test_a_flag_is_drawn_in_two_colours_with_a_legend_not_a_colour_bar():
     assert texts == [f"not flagged ({(~flag).sum()})", f"flagged ({flag.sum()})"]
     fig = plots.kiel(rng.uniform(4000, 6500, 200), rng.uniform(1, 4.5, 200), rng.random(200), "[Fe/H]")
     assert len(fig.axes) == 2  # a continuous quantity keeps its colour bar
+
+
+def test_the_reference_section_is_written_from_the_record(tmp_path):
+    from helpers import reference
+
+    assert "No reference ensemble is shipped yet" in book.reference_section(tmp_path)
+    arch = {"learning_rate": 0.001, "batch_size": 64, "epochs": 200, "patience": 8}
+    reference.write_record(tmp_path, {
+        "key": {"n_models": 10, "architecture": arch},
+        "training_set": {"n_fit": 8330, "n_spectra": 13884, "n_val": 2083, "content_digest": "e4348499" * 8},
+        "members": {"member_00": {"seed": 7, "epochs": 61, "best_epoch": 53, "best_val_loss": 0.0043,
+                                  "hours": 0.6, "stopped_early": True}},
+        "complete": False, "worker_hours": 0.6, "wall_hours": 0.7, "scheduler": "local",
+        "machine": {"cpu": "Test CPU", "cpu_count": 2}})
+    text = book.reference_section(tmp_path)
+    assert "1 of the 10 planned members" in text and "8,330 spectra" in text and "Test CPU" in text
+    assert "| 00 | 7 | 61 | 53 | 0.00430 | 36 | yes |" in text

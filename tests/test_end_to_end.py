@@ -85,8 +85,9 @@ def test_book_in_a_real_browser(quick_book, tmp_path):
     """Landing page and every page of the table of contents in headless Chromium, served locally.
 
     No console errors (nothing fetched from the internet either: other hosts do not resolve), every
-    image loaded, math typeset by the book's own MathJax, navigation links answer; a screenshot of
-    each page is kept in test-artifacts/screenshots/.
+    image loaded, math typeset by the book's own MathJax, navigation links answer, no table wider
+    than the text column, no log, progress or repr text; a screenshot of each page is kept in
+    test-artifacts/screenshots/.
     """
     from helpers import paths
 
@@ -107,6 +108,8 @@ def test_book_in_a_real_browser(quick_book, tmp_path):
         assert rep.broken_images == [], (page, rep.broken_images)
         assert rep.nav_links and rep.broken_links == [], (page, rep.broken_links)
         assert rep.math_errors == 0, page
+        assert rep.wide_tables == [], (page, "tables wider than the text column", rep.wide_tables)
+        assert rep.log_text == [], (page, "log, progress or repr text on the page", rep.log_text)
         assert rep.screenshot.exists() and rep.screenshot.stat().st_size > 10_000, page
         if page.startswith(book.CHAPTER_DIR + "/"):
             assert rep.n_images > 0, page

@@ -261,6 +261,31 @@ def scale_section(results: Path = SCALE_RESULTS) -> str:
     return text + "\n"
 
 
+def reference_section(folder: Path | None = None) -> str:
+    """The reproduce page's account of the shipped reference ensemble, from its record."""
+    from . import reference
+
+    rec = reference.read_record(folder)
+    if rec is None or not rec.get("members"):
+        return "No reference ensemble is shipped yet: chapter 03 trains its members in every run.\n"
+    key, ts, mem = rec["key"], rec["training_set"], rec["members"]
+    arch = key["architecture"]
+    rows = "".join(f"| {name[-2:]} | {m['seed']} | {m['epochs']} | {m['best_epoch']} | {m['best_val_loss']:.5f} | "
+                   f"{60 * m['hours']:.0f} | {'yes' if m['stopped_early'] else '**no**'} |\n"
+                   for name, m in sorted(mem.items()))
+    mach = rec.get("machine") or {}
+    done = (f"all {key['n_models']}" if rec.get("complete") else f"{len(mem)} of the {key['n_models']} planned")
+    return (f"The shipped reference holds {done} members, trained on {ts['n_fit']:,} spectra of the default "
+            f"survey's cleaned training set ({ts['n_spectra']:,} spectra, content digest "
+            f"`{ts['content_digest'][:12]}…`), with {ts['n_val']:,} for early stopping: Adam at learning rate "
+            f"{arch['learning_rate']:g}, batches of {arch['batch_size']}, at most {arch['epochs']} epochs, stopping "
+            f"after {arch['patience']} epochs without a better validation loss. They took "
+            f"{rec['worker_hours']:.1f} worker-hours ({rec['wall_hours']:.1f} h from start to end) on "
+            f"{mach.get('cpu', '?')} ({mach.get('cpu_count', '?')} cores, {rec.get('scheduler', '?')} scheduler).\n\n"
+            "| member | seed | epochs | best epoch | best validation loss | minutes | stopped early |\n"
+            "|---|---|---|---|---|---|---|\n" + rows + "\n")
+
+
 def stage_book(run_dir: Path, stage: Path, book_src: Path = paths.BOOK) -> Path:
     """Copy the book sources and the run's executed notebooks into ``stage``.
 
@@ -284,6 +309,7 @@ def stage_book(run_dir: Path, stage: Path, book_src: Path = paths.BOOK) -> Path:
     (stage / "about_run.md").write_text(about_run_page(run_dir), encoding="utf-8")
     (stage / "_run_times.md").write_text(run_times_table(Path(run_dir).parent), encoding="utf-8")
     (stage / "_scale.md").write_text(scale_section(), encoding="utf-8")
+    (stage / "_reference.md").write_text(reference_section(), encoding="utf-8")
     cfg_path = stage / "_config.yml"
     with open(cfg_path, encoding="utf-8") as fh:
         cfg = yaml.safe_load(fh)

@@ -351,6 +351,7 @@ from helpers import parallel
 from helpers.fileio import write_text
 with parallel.open_scheduler("synchronous", log=None) as sched:
     got = parallel.run_tasks(sched, abs, [-1, -2, -3, -4], label="counting")
+parallel.say("member 1/1: done")
 print("result", got)
 write_text(out_text, str(sum(got)))
 """
@@ -364,6 +365,8 @@ def test_progress_goes_to_the_terminal_not_to_the_notebook(project):
     relayed = [line for line in logs if "counting:" in line]
     assert len(relayed) == 10 and relayed[0].strip().startswith("01_first counting: 10%")
     assert "100% (4 of 4 tasks" in relayed[-1]
+    assert any(line.strip() == "01_first member 1/1: done" for line in logs)
     executed = nbformat.read(project["run_root"] / "tiny" / "notebooks" / "01_first.ipynb", as_version=4)
     text = json.dumps([c.get("outputs", []) for c in executed.cells])
     assert "result [1, 2, 3, 4]" in text and "counting" not in text and "%" not in text
+    assert "member 1/1" not in text

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = ["SCHEDULER_HELP", "TaskError", "Scheduler", "open_scheduler", "scheduler_of", "run_tasks", "Progress",
-           "progress_stream", "PROGRESS_ENV", "PROGRESS_PREFIX",
+           "progress_stream", "say", "PROGRESS_ENV", "PROGRESS_PREFIX",
            "cores", "describe"]
 
 #: What the ``scheduler`` parameter accepts (for parameter cells and error messages).
@@ -252,6 +252,13 @@ def _write(stream, text: str) -> None:
         stream.flush()
     except (OSError, ValueError):  # a closed or broken terminal must not stop the work
         pass
+
+
+def say(line: str) -> None:
+    """One line of what a long step is doing (a member finished, the scheduler opened), for the
+    terminal and not for the notebook (:func:`progress_stream`); relayed by the pipeline runner."""
+    prefix = PROGRESS_PREFIX if os.environ.get(PROGRESS_ENV) == "lines" else ""
+    _write(progress_stream(), f"{prefix}{line}\n")
 
 
 class Progress:

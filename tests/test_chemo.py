@@ -124,3 +124,22 @@ def test_decomposition_verdict_says_when_ingredients_do_not_add():
     assert "one ingredient, B" in v and "do not simply add" in v and "-0.100" in v
     rows[-1]["d"] = -0.10
     assert "do not simply add" not in chemo.decomposition_verdict(rows, "d", "the share", singles=(1, 2))
+
+
+def test_bin_trends_measure_the_shares_and_the_sentence_follows_them():
+    from helpers import chemo
+
+    rng = np.random.default_rng(0)
+    n = 20000
+    R, z = rng.uniform(3, 15, n), rng.uniform(-3, 3, n)
+    inner_high = (R < 6) & (np.abs(z) >= 1)
+    high = rng.random(n) < np.where(inner_high, 0.8, 0.1)
+    feh = np.where(high, -0.5, 0.3 - 0.05 * (R - 3)) + rng.normal(0, 0.01, n)
+    t = chemo.bin_trends(feh, high, R, z)
+    assert abs(t["high_share"][2, 0] - 0.8) < 0.05 and abs(t["high_share"][0, 3] - 0.1) < 0.05
+    assert t["n"].sum() == n
+    assert abs(t["low_feh_plane"][0] - (0.3 - 0.05 * 1.5)) < 0.01  # median R of the 3-6 kpc bin: 4.5
+    text = chemo.bin_trends_sentence(t)
+    assert "R 3–6 kpc, |z| 1–3 kpc" in text and "as in the Milky Way" in text and "it falls outwards" in text
+    flipped = chemo.bin_trends_sentence(chemo.bin_trends(-feh, ~high, R, z))
+    assert "not the Milky Way's pattern" in flipped and "does not fall outwards" in flipped

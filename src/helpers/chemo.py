@@ -12,8 +12,8 @@ import numpy as np
 
 from . import paths
 
-__all__ = ["gradient_decomposition", "split_decomposition", "al_separation", "al_decomposition",
-           "decomposition_verdict", "AlphaSplit", "split_quality", "fit_gradients", "gradient_rows", "load_literature_gradients"]
+__all__ = ["bin_trends", "bin_trends_sentence", "R_EDGES", "Z_EDGES", "gradient_decomposition",
+           "split_decomposition", "al_separation", "al_decomposition", "decomposition_verdict", "AlphaSplit", "split_quality", "fit_gradients", "gradient_rows", "load_literature_gradients"]
 
 
 def load_literature_gradients(path=paths.PACKAGE_DATA / "literature_gradients.csv") -> list[dict]:
@@ -354,3 +354,78 @@ def decomposition_verdict(rows: list[dict], key: str, what: str, unit: str = "",
                 "together: the ingredients do not simply add (e.g. a shrunk label narrows the gap between the "
                 "sequences, so the same scatter blurs them more).")
     return out
+
+
+#: The bins of chapter 06's planes (Galactocentric radius and height [kpc]), shared with the figure.
+R_EDGES = (3.0, 6.0, 9.0, 12.0, 15.0)
+Z_EDGES = (0.0, 0.5, 1.0, 3.0)
+
+
+def bin_trends(feh, high_alpha, R, z, r_edges=R_EDGES, z_edges=Z_EDGES, min_stars: int = 30) -> dict:
+    """What the planes in bins of R and |z| show, as numbers.
+
+    Parameters
+    ----------
+    feh : array_like
+        [Fe/H] [dex].
+    high_alpha : array_like of bool
+        The α class of each star (e.g. from :class:`AlphaSplit`).
+    R, z : array_like
+        Galactocentric radius and height [kpc].
+    min_stars : int
+        Bins with fewer stars get NaN.
+
+    Returns
+    -------
+    dict
+        ``high_share`` (n_z, n_r): share of high-α stars per bin; ``n`` (n_z, n_r): stars per bin;
+        ``low_feh_plane`` (n_r,): median [Fe/H] of the low-α stars with |z| below ``z_edges[1]``
+        per radial bin [dex]; the edges.
+    """
+    feh, R, az = (np.asarray(a, float) for a in (feh, R, np.abs(np.asarray(z, float))))
+    high = np.asarray(high_alpha, bool)
+    nr, nz = len(r_edges) - 1, len(z_edges) - 1
+    share, n = np.full((nz, nr), np.nan), np.zeros((nz, nr), int)
+    low_plane = np.full(nr, np.nan)
+    ok = np.isfinite(feh)
+    for j in range(nr):
+        in_r = ok & (R >= r_edges[j]) & (R < r_edges[j + 1])
+        for i in range(nz):
+            m = in_r & (az >= z_edges[i]) & (az < z_edges[i + 1])
+            n[i, j] = m.sum()
+            if n[i, j] >= min_stars:
+                share[i, j] = high[m].mean()
+        m = in_r & (az < z_edges[1]) & ~high
+        if m.sum() >= min_stars:
+            low_plane[j] = np.median(feh[m])
+    return {"high_share": share, "n": n, "low_feh_plane": low_plane, "r_edges": tuple(r_edges),
+            "z_edges": tuple(z_edges)}
+
+
+def bin_trends_sentence(t: dict, who: str = "the network's labels") -> str:
+    """Chapter 06's caption sentence for the planes in bins, from :func:`bin_trends`: where the
+    high-α share is largest and smallest, and whether the low-α [Fe/H] near the plane falls
+    outwards (criterion: outermost filled bin below the innermost one), in numbers."""
+    share, r, zz = t["high_share"], t["r_edges"], t["z_edges"]
+    if not np.isfinite(share).any():
+        return f"Too few stars per bin in {who} to compare the bins."
+
+    def where(i, j):
+        return f"R {r[j]:g}–{r[j + 1]:g} kpc, |z| {zz[i]:g}–{zz[i + 1]:g} kpc"
+
+    hi = np.unravel_index(np.nanargmax(share), share.shape)
+    lo = np.unravel_index(np.nanargmin(share), share.shape)
+    inner_high = hi[1] == 0 or hi[0] == share.shape[0] - 1
+    text = (f"In {who} the high-α share is largest, {share[hi]:.0%}, at {where(*hi)}, and smallest, "
+            f"{share[lo]:.0%}, at {where(*lo)}"
+            + ("; it is largest in the inner Galaxy or far from the plane, as in the Milky Way. " if inner_high and
+               (lo[1] > hi[1] or lo[0] < hi[0]) else "; that is not the Milky Way's pattern (largest in the inner "
+               "Galaxy and far from the plane). "))
+    lp = t["low_feh_plane"]
+    filled = np.nonzero(np.isfinite(lp))[0]
+    if len(filled) >= 2:
+        a, b = filled[0], filled[-1]
+        text += (f"Near the plane (|z| < {zz[1]:g} kpc) the median [Fe/H] of the low-α stars is {lp[a]:+.2f} at "
+                 f"R {r[a]:g}–{r[a + 1]:g} kpc and {lp[b]:+.2f} at R {r[b]:g}–{r[b + 1]:g} kpc: "
+                 + ("it falls outwards." if lp[b] < lp[a] else "it does not fall outwards."))
+    return text

@@ -759,7 +759,7 @@ def planes_in_bins(feh, xfe, R, z, ylabel_key: str, r_edges=(3, 6, 9, 12, 15), z
             m &= np.isfinite(feh) & np.isfinite(xfe)
             ax.scatter(feh[m], xfe[m], s=1, color=OKABE_ITO[5], alpha=0.5, rasterized=True)
             ax.text(0.03, 0.95, f"{r_edges[j]}–{r_edges[j + 1]} kpc\n|z| {z_edges[i]}–{z_edges[i + 1]}\n{m.sum()} stars",
-                    transform=ax.transAxes, va="top", fontsize=7)
+                    transform=ax.transAxes, va="top", fontsize=8)
             ax.set_xlim(-2.0, 0.6)
             ax.set_ylim(-0.3, 0.6)
     for ax in axes[-1]:

@@ -9,6 +9,9 @@ child process, since oneDNN is chosen when TensorFlow is imported):
   padding convolution outputs to 8 channels;
 * the whole ensemble through :class:`helpers.inference.KernelEnsemble` (the C kernel for
   the convolutions, BLAS for the dense head) with one and two threads and two block sizes;
+* the members exported by Keras to ONNX and OpenVINO IR and run by ONNX Runtime and OpenVINO, one
+  model at a time, where those packages are installed (they are not pinned: the C kernel is
+  faster on this machine, see the rows);
 * training throughput (``fit``) with oneDNN off and on.
 
 Each rate is the median of ``--repeats`` timings. Printed: spectra per second for a
@@ -86,6 +89,52 @@ def worker(args) -> dict:
                 rate = _median_rate(lambda: eng.predict(x, batch_size=bs), args.n, args.repeats)
                 out[f"C kernel ({inference.simd()}), {threads} thread{'s' if threads > 1 else ''}, "
                     f"batch {bs}"] = rate
+    elif args.what == "exchange":  # the exchange formats' own runtimes, where installed
+        import tempfile
+
+        models = [M.build_model(args.pixels) for _ in range(args.members)]
+        for mdl in models:
+            mdl.predict(x[:2], verbose=0)  # built, so it can be exported
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                import onnxruntime as ort
+
+                sessions = []
+                for i, mdl in enumerate(models):
+                    path = os.path.join(tmp, f"m{i}.onnx")
+                    mdl.export(path, format="onnx", verbose=False)
+                    opts = ort.SessionOptions()
+                    opts.intra_op_num_threads = os.cpu_count()
+                    sessions.append(ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]))
+                name = sessions[0].get_inputs()[0].name
+
+                def run_ort():
+                    for sess in sessions:
+                        for i in range(0, len(x), args.batch):
+                            sess.run(None, {name: x[i:i + args.batch]})
+
+                out[f"ONNX Runtime {ort.__version__}, one model at a time"] = _median_rate(run_ort, args.n, args.repeats)
+            except ImportError:
+                out["ONNX Runtime: not installed"] = float("nan")
+            try:
+                import openvino as ov
+
+                core = ov.Core()
+                compiled = []
+                for i, mdl in enumerate(models):
+                    path = os.path.join(tmp, f"m{i}.xml")
+                    mdl.export(path, format="openvino", verbose=False)
+                    compiled.append(core.compile_model(path, "CPU"))
+
+                def run_ov():
+                    for cm in compiled:
+                        for i in range(0, len(x), args.batch):
+                            cm(x[i:i + args.batch])
+
+                out[f"OpenVINO {ov.__version__.split('-')[0]}, one model at a time"] = _median_rate(run_ov, args.n,
+                                                                                                  args.repeats)
+            except ImportError:
+                out["OpenVINO: not installed"] = float("nan")
     elif args.what == "train":
         y = rng.random((args.n, 5)).astype(np.float32)
         m = M.build_model(args.pixels)
@@ -111,7 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--members", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--worker", choices=("predict", "fused", "kernel", "train"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=("predict", "fused", "kernel", "exchange", "train"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         args.what = args.worker
@@ -130,6 +179,7 @@ def main(argv=None) -> int:
             rows[f"{k}, oneDNN {'on' if onednn == '1' else 'off'}"] = v
     rows.update(run_child("fused", "1", args))
     rows.update(run_child("kernel", "1", args))
+    rows.update(run_child("exchange", "1", args))
     train = {f"oneDNN {'on' if o == '1' else 'off'}": run_child("train", o, args)["train ms per spectrum-epoch"]
              for o in ("0", "1")}
     print(f"CPU cores: {os.cpu_count()}; network: {flops / 1e6:.1f} MFLOP per spectrum and model; "

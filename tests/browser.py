@@ -91,7 +91,10 @@ return Array.from(article.querySelectorAll('table')).map(t => {
 """
 _TEXT_JS = """
 const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
-return article.innerText;
+const c = article.cloneNode(true);  // what the page shows as text and output, not as code
+c.querySelectorAll('.cell_input').forEach(e => e.remove());
+c.querySelectorAll('div[class*="highlight-"]').forEach(e => { if (!e.closest('.cell_output')) e.remove(); });
+return c.textContent;
 """
 #: Text that is a log, a progress line or a Python repr, not prose: none of it may show on a page.
 LOG_PATTERNS = {

@@ -190,3 +190,15 @@ def test_the_reference_section_is_written_from_the_record(tmp_path):
     text = book.reference_section(tmp_path)
     assert "1 of the 10 planned members" in text and "8,330 spectra" in text and "Test CPU" in text
     assert "| 00 | 7 | 61 | 53 | 0.00430 | 36 | yes |" in text
+
+
+def test_melt_turns_wide_rows_into_one_row_per_label():
+    from helpers.report import md_table, melt
+
+    wide = [{"cluster": "NGC 1", "n": 12, "mean_teff": 5012.345, "sd_teff": 81.0, "mean_feh": -0.1234, "sd_feh": 0.0456}]
+    long = melt(wide, ["cluster", "n"], ("teff", "feh"), {"mean": "mean_{k}", "sd": "sd_{k}"},
+                names={"teff": "Teff"}, formats={"teff": ".0f", "feh": ".3f"})
+    assert long == [{"cluster": "NGC 1", "n": 12, "label": "Teff", "mean": "5012", "sd": "81"},
+                    {"cluster": "NGC 1", "n": 12, "label": "feh", "mean": "-0.123", "sd": "0.046"}]
+    text = md_table(long, {"cluster": "cluster", "label": "label", "mean": "mean"}).data
+    assert text.splitlines()[2] == "| NGC 1 | Teff | 5012 |"

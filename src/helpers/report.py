@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from IPython.display import Markdown
 
-__all__ = ["md_table", "glue_value", "glue_figure"]
+__all__ = ["md_table", "melt", "glue_value", "glue_figure"]
 
 
 def md_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] | None = None) -> Markdown:
@@ -31,6 +31,39 @@ def md_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] 
                 cells.append(format(v, formats[k]) if k in formats and v not in ("", None) else str(v))
         body.append("| " + " | ".join(cells) + " |")
     return Markdown("\n".join([head, sep, *body]))
+
+
+def melt(rows: list[dict], keep: list[str], labels, fields: dict[str, str], names: dict | None = None,
+         formats: dict | None = None) -> list[dict]:
+    """Wide rows (one column per label and quantity) as long rows (one row per label), so that a
+    table fits the text column.
+
+    Parameters
+    ----------
+    rows : list of dict
+    keep : list of str
+        Keys repeated on every long row (e.g. the cluster's name).
+    labels : iterable of str
+        The labels, in row order; each long row gets ``label`` = ``names[label]`` (or the label).
+    fields : dict
+        ``{new key: old key template}``, with ``{k}`` for the label (e.g. ``{"cnn": "CNN_{k}_scatter"}``).
+    formats : dict, optional
+        ``{label: format spec}``: the fields of that label's rows written with it (K and dex need
+        different digits in one column).
+    """
+    out = []
+    for r in rows:
+        for k in labels:
+            d = {c: r.get(c) for c in keep}
+            d["label"] = (names or {}).get(k, k)
+            for new, tmpl in fields.items():
+                v = r.get(tmpl.format(k=k))
+                spec = (formats or {}).get(k)
+                if spec and isinstance(v, (int, float)) and v == v:
+                    v = format(v, spec)
+                d[new] = v
+            out.append(d)
+    return out
 
 
 def glue_value(name: str, value) -> None:

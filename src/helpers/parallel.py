@@ -289,12 +289,12 @@ class Progress:
         if not self.label or self.n == 0:
             return
         decile = (10 * self.done) // self.n
+        if self.lines and decile > self.shown:  # one line per step at most, at the decile reached
+            self.shown = decile
+            self._write(f"{PROGRESS_PREFIX}{self.label}: {10 * self.shown}% {self._tail()}\n")
         while self.shown < decile:
             self.shown += 1
-            if self.lines:
-                self._write(f"{PROGRESS_PREFIX}{self.label}: {10 * self.shown}% {self._tail()}\n")
-            else:
-                self._write(f" {10 * self.shown}%")
+            self._write(f" {10 * self.shown}%")
 
     def close(self) -> None:
         if self.label and not self.lines:

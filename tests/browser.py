@@ -99,7 +99,7 @@ return c.textContent;
 #: Text that is a log, a progress line or a Python repr, not prose: none of it may show on a page.
 LOG_PATTERNS = {
     "Keras epoch log": r"\bEpoch \d+/\d+|\d+/\d+ - \d+m?s - loss",
-    "progress line": r"\d+%\s+\d+%|\[progress\]|it/s\]|rendered \d+/\d+ spectra",
+    "progress line": r"\d+%\s+\d+%|\(\d+ of \d+ tasks|Dask dashboard|it/s\]|rendered \d+/\d+ spectra|kept from an earlier run",
     "Python repr": r"PosixPath\(|object at 0x[0-9a-f]+|<keras\.|np\.float64\(|array\(\[",
     "log record": r"^(WARNING|INFO|DEBUG|ERROR):|Traceback \(most recent call last\)",
 }

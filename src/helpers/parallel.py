@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = ["SCHEDULER_HELP", "TaskError", "Scheduler", "open_scheduler", "scheduler_of", "run_tasks", "Progress",
-           "progress_stream", "say", "PROGRESS_ENV", "PROGRESS_PREFIX",
+           "progress_stream", "say", "under_runner", "PROGRESS_ENV",
            "cores", "describe"]
 
 #: What the ``scheduler`` parameter accepts (for parameter cells and error messages).
@@ -204,9 +204,9 @@ def open_scheduler(spec: str = "local", n_workers: int | None = None, threads_pe
         desc = f"dask-jobqueue {type(cluster).__name__} from {spec} ({scale})"
     try:
         link = None if (kind == "local" and dashboard is None) else client.dashboard_link
-        if link and os.environ.get(PROGRESS_ENV) == "lines":
+        if link and under_runner():
             # under the pipeline runner the address goes to its terminal, not into the book
-            _write(progress_stream(), f"{PROGRESS_PREFIX}Dask dashboard: {link}\n")
+            say(f"Dask dashboard: {link}")
             link = None
         if log:
             log(f"scheduler: {desc}" + (f"; dashboard {link}" if link else ""))
@@ -226,23 +226,42 @@ def scheduler_of(scheduler, **kw):
     return nullcontext(scheduler) if isinstance(scheduler, Scheduler) else open_scheduler(scheduler, **kw)
 
 
-#: Environment variable the pipeline runner sets to ``lines`` so that progress comes as whole lines
-#: it can relay to its terminal as they happen (see :func:`helpers.pipeline.run_pipeline`).
-PROGRESS_ENV = "HELPERS_PROGRESS"
-#: Prefix of those lines.
-PROGRESS_PREFIX = "[progress] "
+#: Environment variable through which the pipeline runner names a file for progress lines; it
+#: relays what arrives there to its terminal as it comes (:func:`helpers.pipeline.run_pipeline`).
+#: A Jupyter kernel sends everything written to its standard output and error, even at the file
+#: descriptor level, into the notebook, so a file is the one channel that stays out of the book.
+PROGRESS_ENV = "HELPERS_PROGRESS_FILE"
+
+
+class _ProgressFile:
+    """Whole lines appended to the runner's progress file (opened for each line: workers and the
+    kernel may write to it in turn)."""
+
+    def __init__(self, path: str):
+        self.path, self.buf = path, ""
+
+    def write(self, text: str) -> None:
+        self.buf += text
+        if "\n" in self.buf:
+            done, self.buf = self.buf.rsplit("\n", 1)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(done + "\n")
+
+    def flush(self) -> None:
+        pass
+
+
+def under_runner() -> bool:
+    """Whether the pipeline runner collects progress (:data:`PROGRESS_ENV` is set)."""
+    return bool(os.environ.get(PROGRESS_ENV))
 
 
 def progress_stream():
-    """Where progress goes: the terminal, never a notebook.
-
-    In a Jupyter kernel (a notebook, or one the pipeline executes) ``sys.stdout`` is the cell's
-    output, which ends up in the executed notebook and the book; progress goes to the kernel
-    process's own standard error instead (``sys.__stderr__``: the terminal of whoever started
-    Jupyter, or the pipeline runner, which shows it). Elsewhere (scripts) it is ``sys.stderr``.
-    """
-    if "ipykernel" in sys.modules and sys.stdout is not sys.__stdout__ and sys.__stderr__ is not None:
-        return sys.__stderr__
+    """Where progress goes: under the pipeline runner its progress file (shown on its terminal,
+    never in the executed notebook or the book); elsewhere ``sys.stderr`` (a script's terminal, or
+    a notebook opened by hand, where it is one line that ends)."""
+    if under_runner():
+        return _ProgressFile(os.environ[PROGRESS_ENV])
     return sys.stderr
 
 
@@ -256,24 +275,22 @@ def _write(stream, text: str) -> None:
 
 def say(line: str) -> None:
     """One line of what a long step is doing (a member finished, the scheduler opened), for the
-    terminal and not for the notebook (:func:`progress_stream`); relayed by the pipeline runner."""
-    prefix = PROGRESS_PREFIX if os.environ.get(PROGRESS_ENV) == "lines" else ""
-    _write(progress_stream(), f"{prefix}{line}\n")
+    terminal and not for the book (:func:`progress_stream`)."""
+    _write(progress_stream(), f"{line}\n")
 
 
 class Progress:
     """A progress line that ends: ``label: 10% 20% … 100% (n of n tasks, t s)``.
 
     Written a decile at a time to ``stream`` (default :func:`progress_stream`), so a terminal shows
-    one line that grows and ends, not thousands of redraws. Under the pipeline runner
-    (``HELPERS_PROGRESS=lines``) each decile is a whole line starting with :data:`PROGRESS_PREFIX`,
-    which the runner relays to its terminal as it comes.
+    one line that grows and ends, not thousands of redraws. Under the pipeline runner each step
+    that reaches a new tenth is a whole line in its progress file, which it relays as it comes.
     """
 
     def __init__(self, n: int, label: str, stream=None):
         self.n, self.label, self.done, self.shown = n, label, 0, 0
         self.stream = stream if stream is not None else progress_stream()
-        self.lines = os.environ.get(PROGRESS_ENV) == "lines" and stream is None
+        self.lines = under_runner() and stream is None
         self.t0 = time.perf_counter()
         if label and not self.lines:
             self._write(f"{label}:")
@@ -291,7 +308,7 @@ class Progress:
         decile = (10 * self.done) // self.n
         if self.lines and decile > self.shown:  # one line per step at most, at the decile reached
             self.shown = decile
-            self._write(f"{PROGRESS_PREFIX}{self.label}: {10 * self.shown}% {self._tail()}\n")
+            self._write(f"{self.label}: {10 * self.shown}% {self._tail()}\n")
         while self.shown < decile:
             self.shown += 1
             self._write(f" {10 * self.shown}%")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -549,21 +550,43 @@ def _execute(nb: Path, out_partial: Path, parameters: dict, run_dir: Path,
     env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures as PNG in the notebook
     env["PYTHONHASHSEED"] = "0"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log would clutter the pages
-    env[parallel.PROGRESS_ENV] = "lines"  # progress as whole lines, relayed to the terminal below
+    fd, progress_file = tempfile.mkstemp(prefix=f"{nb.stem}-progress-", suffix=".txt")
+    os.close(fd)
+    env[parallel.PROGRESS_ENV] = progress_file  # progress lines land here, relayed to the terminal below
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)
     memory = _PeakMemory(proc.pid)
     lines: list[str] = []
+    finished = threading.Event()
 
-    def relay():  # the kernel's own stderr: progress lines go to the terminal, the rest is kept
+    def collect():  # papermill's own output, kept for the error message
         for line in proc.stdout:
-            if line.startswith(parallel.PROGRESS_PREFIX):
-                log(f"  {nb.stem} {line[len(parallel.PROGRESS_PREFIX):].rstrip()}")
-            else:
-                lines.append(line)
+            lines.append(line)
 
-    reader = threading.Thread(target=relay, daemon=True)
+    def relay():  # the progress file, as it grows
+        pos = 0
+        while True:
+            done = finished.is_set()
+            try:
+                with open(progress_file, encoding="utf-8") as fh:
+                    fh.seek(pos)
+                    chunk = fh.read()
+            except OSError:
+                chunk = ""
+            if chunk:
+                complete, _, _ = chunk.rpartition("\n")
+                if complete:
+                    pos += len((complete + "\n").encode("utf-8"))
+                    for line in complete.splitlines():
+                        log(f"  {nb.stem} {line.rstrip()}")
+            if done:
+                return
+            finished.wait(0.5)
+
+    reader = threading.Thread(target=collect, daemon=True)
+    relayer = threading.Thread(target=relay, daemon=True)
     reader.start()
+    relayer.start()
     try:
         proc.wait(timeout=timeout_s)
         reader.join()
@@ -579,6 +602,10 @@ def _execute(nb: Path, out_partial: Path, parameters: dict, run_dir: Path,
     finally:
         os.unlink(params_file)
         peak = memory.stop()
+        finished.set()
+        relayer.join(timeout=5)
+        with contextlib.suppress(OSError):
+            os.unlink(progress_file)
     if proc.returncode != 0:
         cell, error = _failure_from_notebook(out_partial) if out_partial.exists() else (None, "")
         tail = "\n".join(output.strip().splitlines()[-15:])

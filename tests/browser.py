@@ -93,13 +93,13 @@ _TEXT_JS = """
 const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
 const c = article.cloneNode(true);  // what the page shows as text and output, not as code
 c.querySelectorAll('.cell_input').forEach(e => e.remove());
-c.querySelectorAll('div[class*="highlight-"]').forEach(e => { if (!e.closest('.cell_output')) e.remove(); });
+c.querySelectorAll('div[class*="highlight-"], code').forEach(e => { if (!e.closest('.cell_output')) e.remove(); });
 return c.textContent;
 """
 #: Text that is a log, a progress line or a Python repr, not prose: none of it may show on a page.
 LOG_PATTERNS = {
     "Keras epoch log": r"\bEpoch \d+/\d+|\d+/\d+ - \d+m?s - loss",
-    "progress line": r"\d+%\s+\d+%|\(\d+ of \d+ tasks|Dask dashboard|it/s\]|rendered \d+/\d+ spectra|kept from an earlier run",
+    "progress line": r"\d+%\s+\d+%|\(\d+ of \d+ tasks|Dask dashboard: http|it/s\]|rendered \d+/\d+ spectra|member \d+/\d+ \(seed",
     "Python repr": r"PosixPath\(|object at 0x[0-9a-f]+|<keras\.|np\.float64\(|array\(\[",
     "log record": r"^(WARNING|INFO|DEBUG|ERROR):|Traceback \(most recent call last\)",
 }

@@ -66,7 +66,7 @@ def test_strict_book_build(quick_run, quick_book):
         # no progress-bar clutter: Keras bars (one line per epoch is fine), tqdm bars, carriage returns
         assert not re.search(r"━+\s+\d+m?s|it/s\]|\r", page), f
         # nor the runner's progress, scheduler or member lines (they go to its terminal)
-        assert not re.search(r"\(\d+ of \d+ tasks|Dask dashboard|\[progress\]|kept from an earlier run", page), f
+        assert not re.search(r"\(\d+ of \d+ tasks|Dask dashboard: http|\[progress\]|member \d+/\d+ \(seed", page), f
         if f.startswith(book.CHAPTER_DIR + "/"):
             assert "mybinder.org/v2/gh/" in page and f"{f}.ipynb" in page  # launch buttons open this chapter
             assert "colab.research.google.com/github/" in page

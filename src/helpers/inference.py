@@ -246,6 +246,10 @@ def compare_engines(models, x, batch_size: int = 256, repeats: int = 2, threads:
         ``reference_members`` networks), ``of_target`` (rate_ref / target) and
         ``speedup`` (over the first row).
     """
+    import logging
+
+    # Keras predict on many models in a row makes TensorFlow warn about retracing: expected here
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     threads = int(threads or default_threads())
     engines = [("Keras predict, one model at a time", lambda: [m.predict(x, batch_size=batch_size, verbose=0)
                                                                for m in models])]

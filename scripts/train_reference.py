@@ -25,7 +25,8 @@ import numpy as np
 
 from helpers import ensemble, pipeline, paths, reference
 from helpers import model as M
-from helpers.dataset import content_digest, read_dataset
+from helpers.dataset import content_digest, content_sketch, n_spectra, read_dataset, write_sketch
+from helpers.fileio import sha256_file
 from helpers.records import git_commit, machine_info, package_versions
 
 NOTEBOOK = "03_train_ensemble"
@@ -49,17 +50,14 @@ def config(p: dict) -> M.ModelConfig:
 
 def plan(p: dict, data_path: Path):
     """Rows, scaler and key exactly as chapter 03 derives them."""
-    import h5py
-
-    with h5py.File(data_path, "r") as f:
-        n = f["flux"].shape[0]
+    n = n_spectra(data_path)
     train_rows, val_rows, _ = ensemble.split_rows(n, p["test_fraction"], p["val_fraction"], p["seed"])
     fit = ensemble.fit_rows(train_rows, p["n_train_max"], p["seed"])
     y = read_dataset(data_path, rows=fit).labels("survey")
     scaler = M.LabelScaler.fit(y)
     cfg = config(p)
     digest = content_digest(data_path)
-    key = reference.reference_key(M.fit_digest(digest, fit, val_rows), cfg, p["seed"], p["n_models"])
+    key = reference.run_key(data_path, fit, val_rows, cfg, p["seed"], p["n_models"])
     return fit, val_rows, scaler, cfg, key, digest, n
 
 
@@ -67,11 +65,14 @@ def write_record(out: Path, key: dict, p: dict, digest: str, n: int, n_fit: int,
                  wall_hours: float, scheduler: str) -> dict:
     """``reference.json`` from the members finished so far."""
     members, sums = reference.finished_members(out, key)
+    sketch = out / reference.SKETCH_FILE
+    if sketch.exists():
+        sums[sketch.name] = sha256_file(sketch)
     record = {
         "key": key, "profile": profile, "parameters": {k: p[k] for k in ("test_fraction", "val_fraction",
                                                                          "n_train_max", "seed", "n_models")},
         "training_set": {"content_digest": digest, "n_spectra": n, "n_fit": n_fit, "n_val": n_val,
-                         "made_by": "chapter 02 of the default profile"},
+                         "made_by": "chapter 02 of the default profile", "sketch": reference.SKETCH_FILE},
         "members": members, "complete": len(members) == key["n_models"], "sha256": sums,
         "worker_hours": round(sum(m["hours"] for m in members.values()), 2),
         "wall_hours": round(wall_hours, 2),
@@ -102,10 +103,13 @@ def main(argv=None) -> int:
     check = read_dataset(data_path, rows=np.sort(test)[:N_CHECK])
     x_check = M.prepare_inputs(check.flux, check.ivar)
     args.out.mkdir(parents=True, exist_ok=True)
+    write_sketch(args.out / reference.SKETCH_FILE, content_sketch(data_path))  # the training set at a tolerance
     print(f"reference: {key['n_models']} members, {len(fit)} training and {len(val)} validation spectra of "
           f"{data_path} (content {digest[:12]}), at most {cfg.epochs} epochs, patience {cfg.patience}", flush=True)
     t0 = time.time()
-    before = (reference.read_record(args.out) or {}).get("wall_hours", 0.0)  # earlier runs of this script
+    earlier = reference.read_record(args.out) or {}
+    # wall time of earlier runs of this script for the same reference (a record of another key is replaced)
+    before = earlier.get("wall_hours", 0.0) if earlier.get("key") == key else 0.0
 
     def record(*_):
         rec = write_record(args.out, key, p, digest, n, len(fit), len(val), args.profile,

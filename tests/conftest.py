@@ -19,3 +19,22 @@ def tiny_survey(tmp_path_factory):
     path = tmp_path_factory.mktemp("survey") / "observed.h5"
     result = survey.generate_survey(cfg, path, log=None)
     return cfg, path, result["catalogue"]
+
+
+def last_bit_copy(src, dst, fraction: float = 0.1, seed: int = 0):
+    """A copy of data set ``src`` whose flux, ivar and float catalogue values are moved by one
+    floating-point step on ``fraction`` of the entries: what another processor's rounding makes."""
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    shutil.copyfile(src, dst)
+    rng = np.random.default_rng(seed)
+    with h5py.File(dst, "r+") as f:
+        for name in ["flux", "ivar"] + [f"stars/{k}" for k in f["stars"] if f["stars"][k].dtype.kind == "f"]:
+            a = f[name][...]
+            hit = (rng.random(a.shape) < fraction) & np.isfinite(a) & (a != 0)
+            a[hit] = np.nextafter(a[hit], np.inf)
+            f[name][...] = a
+    return dst

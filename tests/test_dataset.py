@@ -87,3 +87,85 @@ def test_subset(tmp_path):
     assert d.provenance["subset"] == "x" and d.provenance["seed"] == 1
     with pytest.raises(ValueError, match="increasing"):
         dataset.subset_dataset(path, tmp_path / "t.h5", np.array([2, 1]), {})
+
+
+# ---------------------------------------------------------------- content at a tolerance
+def test_a_sketch_passes_last_bit_rounding_and_catches_real_changes(tiny_survey, tmp_path):
+    import shutil
+
+    from conftest import last_bit_copy
+
+    _, path, _ = tiny_survey
+    base = dataset.content_sketch(path)
+    near = last_bit_copy(path, tmp_path / "near.h5")
+    assert dataset.content_digest(near) != dataset.content_digest(path)  # bits differ ...
+    ok, said, worst = dataset.compare_sketches(base, dataset.content_sketch(near))
+    assert ok and 0 < worst["flux"] < dataset.SKETCH_TOLERANCE["flux"], said  # ... content within tolerance
+
+    def changed(edit):
+        p = tmp_path / "changed.h5"
+        shutil.copyfile(path, p)
+        with h5py.File(p, "r+") as f:
+            edit(f)
+        return dataset.compare_sketches(base, dataset.content_sketch(p))
+
+    def pixel(f):
+        f["flux"][3, 500] += 2e-4
+
+    def teff(f):
+        f["stars/truth_teff"][7] += 0.01
+
+    def text(f):
+        d = f["stars/defect"][...]
+        d[0] = b"spike" if d[0] != b"spike" else b"none"
+        f["stars/defect"][...] = d
+
+    def masked(f):
+        f["ivar"][2, 10] = 0
+
+    for edit, says in ((pixel, "beyond the stated tolerance"), (teff, "beyond the stated tolerance"),
+                       (text, "catalogue column"), (masked, "masked pixels")):
+        ok, said, _ = changed(edit)
+        assert not ok and says in said, (edit.__name__, said)
+    sub = tmp_path / "sub.h5"
+    dataset.subset_dataset(path, sub, np.arange(10), {})
+    ok, said, _ = dataset.compare_sketches(base, dataset.content_sketch(sub))
+    assert not ok and "spectra" in said
+
+
+def test_a_sketch_round_trips_and_a_foreign_file_is_refused(tiny_survey, tmp_path):
+    _, path, _ = tiny_survey
+    sk = dataset.content_sketch(path)
+    p = dataset.write_sketch(tmp_path / "s.npz", sk)
+    back = dataset.read_sketch(p)
+    assert dataset.compare_sketches(sk, back)[2]["flux"] == 0.0
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(dataset.DatasetError, match="another version"):
+        dataset.read_sketch(tmp_path / "other.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(dataset.DatasetError, match="not a readable"):
+        dataset.read_sketch(tmp_path / "junk.npz")
+
+
+def test_the_survey_made_on_other_simd_paths_differs_in_bits_not_beyond_the_tolerance(tmp_path):
+    """The drift found between two machines: NumPy's and OpenBLAS's processor-dependent code paths
+    round differently. Forcing their SSE paths here stands in for another processor."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from conftest import tiny_config; from helpers import survey; "
+            "survey.generate_survey(tiny_config(), sys.argv[1], log=None, scheduler='synchronous')")
+    here = os.path.dirname(__file__)
+    outs = []
+    for name, extra in (("native", {}), ("sse", {"NPY_DISABLE_CPU_FEATURES": "AVX2 FMA3 AVX512F AVX512CD AVX512_SKX",
+                                                 "OPENBLAS_CORETYPE": "Sandybridge"})):
+        env = {**os.environ, "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra}
+        out = tmp_path / f"{name}.h5"
+        subprocess.run([sys.executable, "-c", code, str(out)], env=env, check=True, timeout=600,
+                       capture_output=True)
+        outs.append(out)
+    ok, said, worst = dataset.compare_sketches(dataset.content_sketch(outs[0]), dataset.content_sketch(outs[1]))
+    assert ok, said
+    if dataset.content_digest(outs[0]) == dataset.content_digest(outs[1]):
+        pytest.skip("this processor's NumPy and OpenBLAS take the same paths either way (no drift to tolerate)")

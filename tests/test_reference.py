@@ -15,7 +15,8 @@ keras = pytest.importorskip("keras")
 
 from helpers import model as M  # noqa: E402
 from helpers import paths, reference  # noqa: E402
-from helpers.dataset import content_digest, read_dataset  # noqa: E402
+from helpers.dataset import content_digest, content_sketch, read_dataset, write_sketch  # noqa: E402
+from helpers.fileio import sha256_file  # noqa: E402
 
 SMALL = M.ModelConfig(filters=(4, 3, 2), kernels=(5, 5, 3), dense=(8, 8, 4), epochs=2, patience=2,
                       batch_size=16, learning_rate=1e-3)
@@ -30,12 +31,16 @@ def built(tiny_survey, tmp_path_factory):
     rows = survey.select_training(cat, cfg)
     fit, val = rows[:64], rows[64:96]
     scaler = M.LabelScaler.fit(read_dataset(path, rows=np.sort(fit)).labels("survey"))
-    key = reference.reference_key(M.fit_digest(content_digest(path), fit, val), SMALL, 5, 2)
+    key = reference.run_key(path, fit, val, SMALL, 5, 2)
+    assert key["fit_digest"] == M.fit_digest(content_digest(path), fit, val)
     folder = tmp_path_factory.mktemp("reference")
     M.train_ensemble(path, fit, val, n_models=2, cfg=SMALL, seed=5, out_dir=folder, scaler=scaler, log=None)
     members, sums = reference.finished_members(folder, key)
+    sketch = write_sketch(folder / reference.SKETCH_FILE, content_sketch(path))
+    sums[sketch.name] = sha256_file(sketch)
     reference.write_record(folder, {"key": key, "members": members, "sha256": sums, "wall_hours": 0.01,
-                                    "worker_hours": 0.01, "machine": {"cpu": "test CPU", "cpu_count": 2}})
+                                    "worker_hours": 0.01, "machine": {"cpu": "test CPU", "cpu_count": 2},
+                                    "training_set": {"sketch": reference.SKETCH_FILE}})
     return {"path": path, "fit": fit, "val": val, "scaler": scaler, "key": key, "folder": folder}
 
 
@@ -48,6 +53,35 @@ def test_a_matching_reference_is_loaded_not_trained(built, tmp_path):
     assert all(m.get("reused") for m in members) and all("kept from an earlier run" in s for s in lines)
     text = reference.chapter_text(used, why, rec, members, SMALL)
     assert "not trained in this run" in text and "test CPU" in text
+
+
+def test_a_training_set_rounded_differently_is_served_at_the_tolerance(built, tmp_path):
+    """Made on another processor, the same training set differs in the last bits: the reference
+    still applies (same rows, content within the sketch tolerance), and says so; a real change
+    of one spectrum does not."""
+    import h5py
+
+    from conftest import last_bit_copy
+
+    near = last_bit_copy(built["path"], tmp_path / "near.h5")
+    key = reference.run_key(near, built["fit"], built["val"], SMALL, 5, 2)
+    assert key["fit_digest"] != built["key"]["fit_digest"] and key["rows_digest"] == built["key"]["rows_digest"]
+    rec_path = str(built["folder"] / "reference.json")
+    used, why, _ = reference.use_if_it_applies(rec_path, key, tmp_path / "none")
+    assert not used and "content differs" in why  # without the run's data nothing can be compared
+    used, why, rec = reference.use_if_it_applies(rec_path, key, tmp_path / "m", data_path=near)
+    assert used and "within the stated tolerance" in why, why
+    members = M.train_ensemble(near, built["fit"], built["val"], n_models=2, cfg=SMALL, seed=5,
+                               out_dir=tmp_path / "m", scaler=built["scaler"], log=None,
+                               accept_digests=[rec["key"]["fit_digest"]])
+    assert all(m.get("reused") for m in members)
+    assert "within the stated tolerance" in reference.chapter_text(used, why, rec, members, SMALL)
+    with h5py.File(near, "r+") as f:
+        f["flux"][int(built["fit"][0]), 100] += 0.01
+    used, why, _ = reference.use_if_it_applies(rec_path, reference.run_key(near, built["fit"], built["val"], SMALL, 5, 2),
+                                               tmp_path / "x", data_path=near)
+    assert not used and "beyond the stated tolerance" in why, why
+    assert not (tmp_path / "x").exists()
 
 
 def test_any_difference_trains_and_says_what_differs(built, tmp_path):

@@ -593,7 +593,7 @@ def _finished_member(path: Path, seed: int, cfg: ModelConfig, digest: str) -> di
 
 def train_ensemble(data_path, fit_rows, val_rows, *, n_models: int, cfg: ModelConfig, seed: int,
                    out_dir, scaler: LabelScaler, log=print, scheduler="synchronous",
-                   resume: bool = True, on_member=None) -> list[dict]:
+                   resume: bool = True, on_member=None, accept_digests=()) -> list[dict]:
     """Train ``n_models`` members from derived seeds, one task per member, and save each
     (``member_XX.keras`` + ``.json``).
 
@@ -621,6 +621,10 @@ def train_ensemble(data_path, fit_rows, val_rows, *, n_models: int, cfg: ModelCo
         mid-training from its last epoch).
     on_member : callable, optional
         ``on_member(index, record)`` as each newly trained member is written.
+    accept_digests : iterable of str
+        Further fit digests under which a member in ``out_dir`` counts as finished: the reference
+        ensemble's, when :func:`helpers.reference.match` found its training set equal to this one
+        within the sketch tolerance rather than bit for bit.
 
     Returns
     -------
@@ -639,7 +643,9 @@ def train_ensemble(data_path, fit_rows, val_rows, *, n_models: int, cfg: ModelCo
     for i in range(n_models):
         s = member_seed(seed, i)
         path = Path(out_dir) / f"member_{i:02d}"
-        done = _finished_member(path, s, cfg, digest) if resume else None
+        done = None
+        for d in (digest, *accept_digests) if resume else ():
+            done = done or _finished_member(path, s, cfg, d)
         if done:
             members[i] = done
             if log:

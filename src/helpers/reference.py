@@ -9,9 +9,17 @@ train itself**: the same training-set content, the same fit and validation rows,
 architecture, training code, seeds and number of members (:func:`match`). Otherwise it trains, and
 says why the reference did not apply.
 
+"The same content" is bit for bit where it can be, else at the tolerance of
+:data:`helpers.dataset.SKETCH_TOLERANCE`: the same generator makes data that differ in the last
+bit on processors whose numerical libraries round differently, so the reference keeps a sketch of
+its training set (:func:`helpers.dataset.content_sketch`) and a run whose training set differs from
+it by less than that tolerance, with the same rows and everything else equal, is served too (and
+says so).
+
 Layout of ``data/reference/``::
 
     reference.json          what, on what, how long (this module writes and reads it)
+    training_sketch.npz     the training set's content at a tolerance (helpers.dataset)
     member_00.keras/.json   the members, in the format of helpers.model
     ...
 """
@@ -27,7 +35,7 @@ import numpy as np
 from . import paths
 from .fileio import write_json
 
-__all__ = ["REFERENCE_VERSION", "reference_key", "read_record", "write_record", "match", "adopt",
+__all__ = ["REFERENCE_VERSION", "reference_key", "run_key", "SKETCH_FILE", "read_record", "write_record", "match", "adopt",
            "use_if_it_applies", "chapter_text", "summary_sentence",
            "declare", "verify_shipped", "finished_members", "write_check", "ReferenceError"]
 
@@ -48,6 +56,22 @@ def reference_key(fit_digest: str, cfg, seed: int, n_models: int) -> dict:
 
     return {"fit_digest": fit_digest, "architecture": cfg.as_dict(), "seed": int(seed), "n_models": int(n_models),
             "member_seeds": [M.member_seed(seed, i) for i in range(n_models)]}
+
+
+def run_key(data_path, fit_rows, val_rows, cfg, seed: int, n_models: int) -> dict:
+    """The key of the members a run would train on the data set ``data_path``: :func:`reference_key`
+    plus ``rows_digest``, the fit digest without the data's content (rows and training code only),
+    which the tolerant match (:func:`match`) needs."""
+    from . import model as M
+    from .dataset import content_digest
+
+    key = reference_key(M.fit_digest(content_digest(data_path), fit_rows, val_rows), cfg, seed, n_models)
+    key["rows_digest"] = M.fit_digest("", fit_rows, val_rows)
+    return key
+
+
+#: The reference training set's sketch (helpers.dataset.content_sketch).
+SKETCH_FILE = "training_sketch.npz"
 
 
 def read_record(folder=None) -> dict | None:
@@ -80,9 +104,8 @@ def write_record(folder, record: dict) -> Path:
 
 
 def _differences(key: dict, rec_key: dict) -> list[str]:
+    """What differs between two keys, the training set's content left out."""
     out = []
-    if rec_key.get("fit_digest") != key["fit_digest"]:
-        out.append("the training set, its split or the training code differ")
     if rec_key.get("architecture") != key["architecture"]:
         a, b = rec_key.get("architecture") or {}, key["architecture"]
         changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -95,12 +118,37 @@ def _differences(key: dict, rec_key: dict) -> list[str]:
     return out
 
 
-def match(key: dict, folder=None) -> tuple[bool, str]:
+def _same_data(key: dict, rec: dict, folder: Path, data_path) -> tuple[bool, str]:
+    """Whether the run's training set is the reference's: bit for bit (the fit digests agree), or
+    with the same rows and training code and a content within the sketch tolerance."""
+    rec_key = rec.get("key") or {}
+    if rec_key.get("fit_digest") == key["fit_digest"]:
+        return True, "bit for bit"
+    if not key.get("rows_digest") or rec_key.get("rows_digest") != key["rows_digest"]:
+        return False, "the training set, its split or the training code differ"
+    sketch_name = (rec.get("training_set") or {}).get("sketch")
+    if data_path is None or not sketch_name:
+        return False, ("the training set's content differs (the reference keeps no sketch to compare it at a "
+                       "tolerance)" if not sketch_name else "the training set's content differs")
+    from .dataset import compare_sketches, content_sketch, read_sketch
+
+    path = folder / sketch_name
+    _check_file(path, rec, folder)
+    ok, said, _ = compare_sketches(read_sketch(path), content_sketch(data_path))
+    if not ok:
+        return False, f"the training set differs from the reference's: {said}"
+    return True, ("equal to the reference's within the stated tolerance, not bit for bit (the numbers were "
+                  f"rounded differently where it was made; {said})")
+
+
+def match(key: dict, folder=None, data_path=None) -> tuple[bool, str]:
     """Whether the reference in ``folder`` holds the ensemble ``key`` describes, and why not.
 
     Member ``i`` depends only on the settings, the run's seed and ``i``, so a run asking for
     ``n`` members is served by the first ``n`` of a reference trained with the same settings
-    (the reference may hold more, or be planned for more and not yet complete).
+    (the reference may hold more, or be planned for more and not yet complete). The training set
+    must be the reference's bit for bit, or (given ``data_path``, the run's training set, and a
+    key from :func:`run_key`) have the same rows and a content within the sketch tolerance.
 
     Returns
     -------
@@ -108,10 +156,14 @@ def match(key: dict, folder=None) -> tuple[bool, str]:
     reason : str
         One sentence: what was found, or what differs.
     """
+    folder = Path(folder or paths.REFERENCE)
     rec = read_record(folder)
     if rec is None:
         return False, "no reference ensemble is shipped"
     diffs = _differences(key, rec.get("key") or {})
+    same, how = _same_data(key, rec, folder, data_path)
+    if not same:
+        diffs.insert(0, how)
     if diffs:
         return False, "the shipped reference ensemble was trained with " + "; ".join(diffs)
     have = rec.get("members") or {}
@@ -120,7 +172,23 @@ def match(key: dict, folder=None) -> tuple[bool, str]:
         return False, (f"the shipped reference ensemble holds the first {first} of the {key['n_models']} members "
                        "this run asks for")
     return True, (f"the shipped reference ensemble matches this run (its first {key['n_models']} of "
-                  f"{len(have)} finished members)")
+                  f"{len(have)} finished members; training set {how})")
+
+
+def _check_file(path: Path, rec: dict, folder: Path) -> None:
+    """Refuse a reference file that is missing or does not match its declared SHA-256."""
+    from .fileio import sha256_file
+
+    if not path.exists():
+        raise ReferenceError(f"{path} is missing; restore it (git checkout data/reference) or re-run "
+                             "scripts/train_reference.py")
+    shipped = folder.resolve() == paths.REFERENCE.resolve()
+    declared = _declared(path.name) if shipped else (rec.get("sha256") or {}).get(path.name)
+    if declared != sha256_file(path):
+        raise ReferenceError(f"{path} does not match its checksum in "
+                             f"{'data_manifest.yaml' if shipped else 'reference.json'} "
+                             f"(section {SECTION}); it was altered or damaged: restore it (git checkout "
+                             "data/reference) or re-run scripts/train_reference.py")
 
 
 def _declared(name: str) -> str | None:
@@ -129,9 +197,10 @@ def _declared(name: str) -> str | None:
     return ((load_manifest().get(SECTION) or {}).get("parts") or {}).get(name)
 
 
-def adopt(key: dict, out_dir, folder=None) -> dict:
+def adopt(key: dict, out_dir, folder=None, data_path=None) -> dict:
     """Copy the reference members into ``out_dir`` after checking every file against its SHA-256
-    in the manifest; :func:`helpers.model.train_ensemble` then finds them finished.
+    in the manifest; :func:`helpers.model.train_ensemble` then finds them finished (given the
+    reference's fit digest in ``accept_digests`` when the match was at a tolerance).
 
     Returns
     -------
@@ -144,24 +213,14 @@ def adopt(key: dict, out_dir, folder=None) -> dict:
         If the reference does not :func:`match` ``key``, or a file is missing or altered (nothing
         is copied then).
     """
-    from .fileio import sha256_file
-
     folder = Path(folder or paths.REFERENCE)
-    ok, why = match(key, folder)
+    ok, why = match(key, folder, data_path)
     if not ok:
         raise ReferenceError(why)
     rec = read_record(folder)
     files = [folder / f"member_{i:02d}{ext}" for i in range(key["n_models"]) for ext in (".keras", ".json")]
     for f in files:
-        if not f.exists():
-            raise ReferenceError(f"{f} is missing; restore it (git checkout data/reference) or re-run "
-                                 "scripts/train_reference.py")
-        declared = _declared(f.name) if folder == paths.REFERENCE else rec["sha256"].get(f.name)
-        if declared != sha256_file(f):
-            raise ReferenceError(f"{f} does not match its checksum in "
-                                 f"{'data_manifest.yaml' if folder == paths.REFERENCE else 'reference.json'} "
-                                 f"(section {SECTION}); it was altered or damaged: restore it (git checkout "
-                                 "data/reference) or re-run scripts/train_reference.py")
+        _check_file(f, rec, folder)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in files:
@@ -186,7 +245,7 @@ def declare(folder=None, manifest_path=None) -> dict:
                         path=manifest_path)
     sums = {}
     files = [f for f in sorted(folder.glob("member_*")) if f.suffix in (".keras", ".json") and f.name in rec["sha256"]]
-    files += [f for f in (folder / CHECK_FILE, folder / "reference.json") if f.exists()]
+    files += [f for f in (folder / CHECK_FILE, folder / SKETCH_FILE, folder / "reference.json") if f.exists()]
     for f in files:
         sums[f.name] = sha256_file(f)
         record_grid_part(f.name, sums[f.name], path=manifest_path, section=SECTION, replace=True)
@@ -205,9 +264,9 @@ def summary_sentence(rec: dict) -> str:
             f"epochs, {early} of them stopped early")
 
 
-def use_if_it_applies(in_reference: str, key: dict, out_dir) -> tuple[bool, str, dict | None]:
+def use_if_it_applies(in_reference: str, key: dict, out_dir, data_path=None) -> tuple[bool, str, dict | None]:
     """Chapter 03's step: adopt the reference whose record is ``in_reference`` when it
-    :func:`match`-es ``key``; ``""`` asks for none.
+    :func:`match`-es ``key`` (for the run's training set ``data_path``); ``""`` asks for none.
 
     Returns
     -------
@@ -227,10 +286,10 @@ def use_if_it_applies(in_reference: str, key: dict, out_dir) -> tuple[bool, str,
         return False, 'no reference ensemble was asked for (`in_reference = ""`)', None
     folder = Path(in_reference).parent
     rec = read_record(folder)
-    ok, why = match(key, folder)
+    ok, why = match(key, folder, data_path)
     if not ok:
         return False, why, rec
-    return True, why, adopt(key, out_dir, folder)
+    return True, why, adopt(key, out_dir, folder, data_path)
 
 
 def chapter_text(used: bool, reason: str, rec: dict | None, members: list[dict], cfg) -> str:
@@ -240,8 +299,9 @@ def chapter_text(used: bool, reason: str, rec: dict | None, members: list[dict],
     if used:
         return ("**These members were not trained in this run.** They are the reference ensemble shipped "
                 f"with the project (`data/reference/`), {summary_sentence(rec)}. This run would have trained "
-                "exactly them (same training-set content, split, network, training code and seeds), so it "
-                "loaded them, after checking every file against its checksum in `data_manifest.yaml`. To train "
+                "exactly them (the same training-set content, split, network, training code and seeds): "
+                f"{reason}. It loaded them after checking every file against its checksum in "
+                "`data_manifest.yaml`. To train "
                 "them yourself, run `python scripts/train_reference.py --out my_reference` (it took "
                 f"{rec.get('wall_hours', float('nan')):.1f} hours from start to end there) or this chapter with "
                 '`in_reference = ""`.')

@@ -6,7 +6,9 @@ Usage::
     python scripts/update_manifest.py --profile default
 
 It runs notebook 01 through the pipeline runner (so the parameters are exactly
-the profile's), writes the SHA-256 of the files it made, and runs notebook 01
+the profile's), writes the content SHA-256 of the files it made and their sketches
+(``data/sketches/<profile>/``: the comparison at a tolerance on processors that round
+differently, helpers.dataset.content_sketch), and runs notebook 01
 once more so that its manifest check is against the new entry (later notebooks
 do not re-run: the data are the same).
 """
@@ -34,7 +36,8 @@ def main(argv=None) -> int:
     _, prov = read_catalogue(files["observed.h5"])
     record_simulated(values["manifest_name"], prov["parameters"], prov["seed"], GENERATOR,
                      prov["generator_version"], files,
-                     description=f"simulated GIRAFFE HR10+HR21 survey of the '{args.profile}' profile")
+                     description=f"simulated GIRAFFE HR10+HR21 survey of the '{args.profile}' profile",
+                     sketches=paths.SKETCHES)
     # the executed chapter compared its files with the entry as it was before this script wrote the
     # new one: run it once more, so the run folder (and the book) shows the check against it
     pipeline.run_pipeline(args.profile, only="01_prepare_data", force=True)

@@ -1,6 +1,7 @@
 """Data manifest: safe loading and drift checks."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from helpers import manifest
@@ -46,6 +47,21 @@ def test_check_and_record(tmp_path):
     assert manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.1")[0]["status"] == "match"
     _dataset(f, 0.5)
     assert manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.1")[0]["status"] == "drift"
+    # with a sketch: bits that differ in the last place are a match at the tolerance, a real change is drift
+    _dataset(f, 1.0)
+    manifest.record_simulated("x", params, 1, "gen", "0.1", {"a.h5": f}, "test", path=mpath,
+                              sketches=tmp_path / "sketches")
+    m = manifest.load_manifest(mpath)
+    assert m["simulated"]["x"]["files"]["a.h5"]["sketch"] == "sketches/x/a.npz"
+    _dataset(f, np.nextafter(np.float32(1.0), np.float32(2.0)))
+    row = manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.1", root=tmp_path)[0]
+    assert row["status"] == "match at tolerance" and "bits differ" in row["note"], row
+    _dataset(f, 1.001)
+    row = manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.1", root=tmp_path)[0]
+    assert row["status"] == "drift" and "beyond the stated tolerance" in row["note"], row
+    (tmp_path / "sketches/x/a.npz").write_bytes(b"altered")
+    row = manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.1", root=tmp_path)[0]
+    assert row["status"] == "drift" and "missing or altered" in row["note"], row
     assert manifest.check_simulated(m, "x", {"n": 2}, {"a.h5": f}, "0.1")[0]["status"] == "not comparable"
     assert manifest.check_simulated(m, "x", params, {"a.h5": f}, "0.2")[0]["status"] == "not comparable"
 

@@ -119,4 +119,4 @@ def test_the_quick_survey_in_one_process_is_the_declared_one(tmp_path):
     assert res["scheduler"].startswith("synchronous")
     rows = check_simulated(load_manifest(), values["manifest_name"], cfg.as_dict(),
                            {"observed.h5": res["path"]}, __version__)
-    assert rows[0]["status"] == "match", rows
+    assert rows[0]["status"] in ("match", "match at tolerance"), rows

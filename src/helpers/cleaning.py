@@ -240,7 +240,9 @@ def decide(groups, scores, cfg: CleaningConfig) -> tuple[np.ndarray, np.ndarray]
 
 
 def clean(flux, ivar, labels, cfg: CleaningConfig) -> dict:
-    """Run the whole recipe; return the map, groups, scores, decisions and timings [s]."""
+    """Run the whole recipe; return the map, groups, scores, decisions (``reason``: str array, ''
+    where kept) and timings [s]: arrays, dicts and numbers only, so :func:`helpers.steps.cached`
+    can store it."""
     t0 = time.perf_counter()
     Z, pca, fill = pca_features(flux, ivar, cfg)
     t1 = time.perf_counter()
@@ -250,7 +252,7 @@ def clean(flux, ivar, labels, cfg: CleaningConfig) -> dict:
     scores = outlier_scores(flux, ivar, Z, pca, fill, labels, cfg)
     remove, reason = decide(groups, scores, cfg)
     t3 = time.perf_counter()
-    return {"embedding": emb, "groups": groups, "scores": scores, "remove": remove, "reason": reason,
+    return {"embedding": emb, "groups": groups, "scores": scores, "remove": remove, "reason": reason.astype(str),
             "pca": Z, "seconds": {"pca": t1 - t0, "tsne": t2 - t1, "groups_and_scores": t3 - t2}}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from . import paths
-from .fileio import write_text
+from .fileio import sha256_file, write_text
 
 __all__ = ["load_manifest", "parameters_digest", "check_simulated", "record_simulated",
            "ChecksumError", "resolve_data_path", "real_entry", "verify_file", "register_real",
@@ -41,19 +41,27 @@ def parameters_digest(parameters: dict) -> str:
 
 
 def check_simulated(manifest: dict, name: str, parameters: dict, files: dict[str, Path],
-                    generator_version: str) -> list[dict]:
+                    generator_version: str, root: str | Path | None = None) -> list[dict]:
     """Compare freshly generated files with the manifest entry ``simulated.<name>``.
 
-    The comparison uses :func:`helpers.dataset.content_digest` (the data, not the
-    HDF5 container, whose bytes change with the library version).
+    The comparison uses :func:`helpers.dataset.content_digest` (the data, not the HDF5 container,
+    whose bytes change with the library version); where the digests differ and the entry declares
+    a sketch of the file (:func:`helpers.dataset.content_sketch`), the content is compared at
+    :data:`helpers.dataset.SKETCH_TOLERANCE`: processors whose numerical libraries round
+    differently make the same data up to the last bits.
+
+    Parameters
+    ----------
+    root : path-like, optional
+        The manifest's folder, against which sketch paths are taken (default: the repository).
 
     Returns
     -------
     list of dict
-        One row per file: ``file``, ``status`` (``match``, ``drift``,
+        One row per file: ``file``, ``status`` (``match``, ``match at tolerance``, ``drift``,
         ``not comparable`` or ``not declared``), ``expected``, ``actual``, ``note``.
     """
-    from .dataset import content_digest
+    from .dataset import compare_sketches, content_digest, content_sketch, read_sketch
 
     entry = (manifest.get("simulated") or {}).get(name)
     rows = []
@@ -61,7 +69,8 @@ def check_simulated(manifest: dict, name: str, parameters: dict, files: dict[str
         actual = content_digest(path)
         row = {"file": key, "actual": actual, "expected": None, "status": "not declared", "note": ""}
         if entry:
-            expected = (entry.get("files") or {}).get(key, {}).get("content_sha256")
+            declared = (entry.get("files") or {}).get(key, {})
+            expected = declared.get("content_sha256")
             row["expected"] = expected
             if entry.get("parameters_sha256") != parameters_digest(parameters):
                 row["status"] = "not comparable"
@@ -72,30 +81,52 @@ def check_simulated(manifest: dict, name: str, parameters: dict, files: dict[str
                                f"this is {generator_version}")
             elif expected is None:
                 row["status"] = "not declared"
+            elif expected == actual:
+                row["status"] = "match"
+            elif declared.get("sketch"):
+                sk_path = Path(root or paths.REPO) / declared["sketch"]
+                if not sk_path.exists() or sha256_file(sk_path) != declared.get("sketch_sha256"):
+                    row["status"] = "drift"
+                    row["note"] = (f"bits differ and the declared sketch {declared['sketch']} is missing or "
+                                   "altered: restore it (git checkout) to compare at the stated tolerance")
+                else:
+                    ok, said, _ = compare_sketches(read_sketch(sk_path), content_sketch(path))
+                    row["status"] = "match at tolerance" if ok else "drift"
+                    row["note"] = (("bits differ (this processor's numerical libraries round differently); " + said)
+                                   if ok else said)
             else:
-                row["status"] = "match" if expected == actual else "drift"
-                if row["status"] == "drift":
-                    row["note"] = ("same parameters, different data: numerical libraries or "
-                                   "processor differ, or the generator changed without a version bump")
+                row["status"] = "drift"
+                row["note"] = ("same parameters, different data: numerical libraries or "
+                               "processor differ, or the generator changed without a version bump")
         rows.append(row)
     return rows
 
 
 def record_simulated(name: str, parameters: dict, seed: int, generator: str,
                      generator_version: str, files: dict[str, Path], description: str,
-                     path: str | Path | None = None) -> None:
-    """Write (or replace) the entry ``simulated.<name>`` with the files' content checksums."""
-    from .dataset import content_digest
+                     path: str | Path | None = None, sketches: str | Path | None = None) -> None:
+    """Write (or replace) the entry ``simulated.<name>`` with the files' content checksums and,
+    with ``sketches`` (a folder beside the manifest or below, e.g. ``data/sketches``), a sketch of
+    each file for the comparison at a tolerance (``<sketches>/<name>/<file>.npz``, its path taken
+    relative to the manifest's folder)."""
+    from .dataset import content_digest, content_sketch, write_sketch
 
     path = Path(path) if path else paths.MANIFEST
     data = load_manifest(path)
+    out = {}
+    for k, p in files.items():
+        out[k] = {"content_sha256": content_digest(p)}
+        if sketches is not None:
+            sk = write_sketch(Path(sketches) / name / f"{Path(k).stem}.npz", content_sketch(p))
+            out[k]["sketch"] = str(sk.resolve().relative_to(path.resolve().parent))
+            out[k]["sketch_sha256"] = sha256_file(sk)
     data["simulated"][name] = {
         "description": description,
         "generator": generator,
         "generator_version": generator_version,
         "seed": seed,
         "parameters_sha256": parameters_digest(parameters),
-        "files": {k: {"content_sha256": content_digest(p)} for k, p in files.items()},
+        "files": out,
     }
     _write_manifest(path, data)
 

@@ -29,6 +29,8 @@ CACHE = REPO / ".cache"
 MANIFEST = REPO / "data_manifest.yaml"
 #: Expensive results that ship with the repository (declared in the manifest).
 DATA = REPO / "data"
+#: Sketches of the simulated surveys' files (comparison at a tolerance; helpers.manifest).
+SKETCHES = DATA / "sketches"
 #: The synthesis grid: packed chunks ``part-NNN.npz`` and the generator's record.
 GRID = DATA / "grid"
 #: The spectral emulator trained on the grid: weights and record.

@@ -23,6 +23,11 @@ What it guarantees
   only if something it reads changed in content; the log (and ``--dry-run``)
   says what changed. ``scheduler`` and ``n_workers`` say where the work runs,
   not what it computes, and are left out.
+* A notebook that re-runs (an edited figure, say) does not redo its expensive steps: they go
+  through the step store ``runs/<profile>/steps/<notebook>/`` (:mod:`helpers.steps`), keyed by
+  what decides their result (parameters, input content, the code that computes them), so only
+  the figures and text are made again. ``--force`` re-executes notebooks and still reuses stored
+  steps; delete a chapter's folder under ``steps/`` to recompute them.
 * The first failure stops the run with the notebook, the cell and the error;
   the partly executed notebook is kept as ``NN_name.failed.ipynb``. Executed
   notebooks and records are written under temporary names and renamed on
@@ -53,7 +58,7 @@ import nbformat
 import yaml
 
 from . import parallel, paths
-from .records import git_commit, machine_info, package_versions
+from .records import git_commit, imported_helpers, machine_info, module_digests, package_versions
 from .fileio import atomic_path, sha256_file, write_json
 
 __all__ = [
@@ -341,40 +346,12 @@ def helpers_digest() -> str:
     return h.hexdigest()
 
 
-def _imported_helpers(tree, current: str | None = None) -> set[str]:
-    """Names of the helper modules a parsed source imports (``current``: the module it is in)."""
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                if a.name == "helpers" or a.name.startswith("helpers."):
-                    out.add(a.name.split(".")[1] if "." in a.name else "__init__")
-        elif isinstance(node, ast.ImportFrom):
-            mod = node.module or ""
-            if node.level == 0 and (mod == "helpers" or mod.startswith("helpers.")):
-                base = mod.split(".")[1] if "." in mod else None
-            elif node.level >= 1 and current is not None:
-                base = mod.split(".")[0] if mod else None
-            else:
-                continue
-            if base:
-                out.add(base)
-            else:  # from helpers import a, b  /  from . import a, b
-                out.add("__init__")
-                out.update(a.name for a in node.names)
-    return out
-
-
-#: Files besides Python modules that belong to a module's code (the C kernel of ``inference``).
-_MODULE_EXTRA = {"inference": ("_convkernel.c", "_conv_body.h")}
-
-
 def code_digests(nb_path: Path, package: Path = paths.PACKAGE) -> dict[str, str]:
     """SHA-256 of every helper module a notebook uses, transitively (its imports, their imports,
     function-level imports included), plus the package's data files; ``{file: sha256}``.
 
     A change to a module no notebook cell reaches (say a plotting function only chapter 05 uses)
-    re-runs only the notebooks that reach it.
+    re-runs only the notebooks that reach it (:func:`helpers.records.module_digests`).
     """
     nb = nbformat.read(nb_path, as_version=4)
     todo = set()
@@ -383,22 +360,10 @@ def code_digests(nb_path: Path, package: Path = paths.PACKAGE) -> dict[str, str]
             continue
         src = "\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!")))
         try:
-            todo |= _imported_helpers(ast.parse(src))
+            todo |= imported_helpers(ast.parse(src))
         except SyntaxError:
             continue
-    todo.add("__init__")
-    seen: set[str] = set()
-    while todo:
-        name = todo.pop()
-        f = package / f"{name}.py"
-        if name in seen or not f.exists():
-            continue
-        seen.add(name)
-        todo |= _imported_helpers(ast.parse(f.read_text(encoding="utf-8")), current=name) - seen
-    files = [package / f"{m}.py" for m in seen]
-    files += [package / x for m in seen for x in _MODULE_EXTRA.get(m, ())]
-    files += [p for p in sorted((package / "data").rglob("*")) if p.is_file()]
-    return {str(f.relative_to(package)): sha256_file(f) for f in sorted(set(files)) if f.exists()}
+    return module_digests(todo, package=package)
 
 
 def _content_digest(path: Path) -> str:

@@ -35,7 +35,7 @@ from .survey_labels import survey_labels
 
 __all__ = ["DEFECTS", "FLAG_BITS", "SurveyConfig", "make_catalogue", "generate_survey",
            "select_training", "GENERATOR", "inside_domain", "chemistry_summary",
-           "CHEMISTRY_KEYS"]
+           "CHEMISTRY_KEYS", "render_survey_file"]
 
 #: Name of the generator written into every file's provenance.
 GENERATOR = "helpers.survey"
@@ -546,6 +546,21 @@ def generate_survey(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None,
                            label="rendering spectra")
         desc = str(sched)
     return {"catalogue": cat, "seconds": time.perf_counter() - t0, "path": out_path, "scheduler": desc}
+
+
+def render_survey_file(cfg: SurveyConfig, out_path, fm: ForwardModel | None = None,
+                       scheduler="local") -> dict:
+    """:func:`generate_survey` as a stored step (:func:`helpers.steps.cached_file`): writes
+    ``out_path`` and returns what is worth keeping of how it went, as JSON.
+
+    Returns
+    -------
+    dict
+        ``seconds`` (rendering and writing [s]), ``scheduler`` (its description), ``n_stars``.
+        The catalogue is in the file (:func:`helpers.dataset.read_catalogue`).
+    """
+    res = generate_survey(cfg, out_path, fm=fm, log=None, scheduler=scheduler)
+    return {"seconds": res["seconds"], "scheduler": res["scheduler"], "n_stars": len(res["catalogue"]["star_id"])}
 
 
 def select_training(cat: dict, cfg: SurveyConfig) -> np.ndarray:

@@ -35,7 +35,7 @@ import numpy as np
 from . import paths
 from .fileio import write_json
 
-__all__ = ["REFERENCE_VERSION", "reference_key", "run_key", "SKETCH_FILE", "read_record", "write_record", "match", "adopt",
+__all__ = ["REFERENCE_VERSION", "reference_key", "run_key", "SKETCH_FILE", "fit_digests", "read_record", "write_record", "match", "adopt",
            "use_if_it_applies", "chapter_text", "summary_sentence",
            "declare", "verify_shipped", "finished_members", "write_check", "ReferenceError"]
 
@@ -124,6 +124,9 @@ def _same_data(key: dict, rec: dict, folder: Path, data_path) -> tuple[bool, str
     rec_key = rec.get("key") or {}
     if rec_key.get("fit_digest") == key["fit_digest"]:
         return True, "bit for bit"
+    if key["fit_digest"] in rec_key.get("equivalent_fit_digests", []):
+        return True, ("bit for bit that on which its later members were trained, and within the stated "
+                      "tolerance of the one its first members were trained on")
     if not key.get("rows_digest") or rec_key.get("rows_digest") != key["rows_digest"]:
         return False, "the training set, its split or the training code differ"
     sketch_name = (rec.get("training_set") or {}).get("sketch")
@@ -313,9 +316,16 @@ def chapter_text(used: bool, reason: str, rec: dict | None, members: list[dict],
     return f"The members were trained in this run ({reason}); {conv}."
 
 
+def fit_digests(key: dict) -> list[str]:
+    """The fit digests a reference's members may carry: the key's, and those of training sets
+    accepted as equal to its own at the sketch tolerance (``equivalent_fit_digests``: the same
+    generator's output made on a processor that rounds differently)."""
+    return [key["fit_digest"], *key.get("equivalent_fit_digests", [])]
+
+
 def finished_members(folder, key: dict) -> tuple[dict, dict]:
-    """The members of ``folder`` trained for ``key`` (by their fit digest): a summary per member
-    and the SHA-256 of each of their files."""
+    """The members of ``folder`` trained for ``key`` (by their fit digest, :func:`fit_digests`): a
+    summary per member and the SHA-256 of each of their files."""
     from .fileio import sha256_file
 
     folder = Path(folder)
@@ -326,7 +336,7 @@ def finished_members(folder, key: dict) -> tuple[dict, dict]:
         if not (j.exists() and k.exists()):
             continue
         rec = json.loads(j.read_text(encoding="utf-8"))
-        if rec.get("fit_digest") != key["fit_digest"] or rec.get("seed") != key["member_seeds"][i]:
+        if rec.get("fit_digest") not in fit_digests(key) or rec.get("seed") != key["member_seeds"][i]:
             continue
         hist = rec["history"]["val_loss"]
         members[name] = {"seed": rec["seed"], "epochs": len(hist), "best_epoch": int(np.argmin(hist)) + 1,

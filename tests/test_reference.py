@@ -167,3 +167,29 @@ def test_the_shipped_members_give_their_recorded_outputs_under_every_backend(nam
     res = _check(paths.REFERENCE, name)
     assert res["backend"] == name and res["members"] == len(rec["members"])
     assert res["max_abs_diff"] < 1e-4, res  # float32 outputs of order 0.1-1, summed over ~1e6 weights
+
+
+def test_members_accepted_across_processors_are_served_and_kept(built, tmp_path):
+    """A reference whose first members were trained on another processor's bits of the same set
+    (key: their fit digest, plus this set's as equivalent) serves this set and keeps its members."""
+    import shutil
+
+    folder = tmp_path / "ref"
+    shutil.copytree(built["folder"], folder)
+    rec = json.loads((folder / "reference.json").read_text())
+    for name in ("member_00", "member_01"):  # as if trained elsewhere
+        j = json.loads((folder / f"{name}.json").read_text())
+        j["fit_digest"] = "elsewhere"
+        (folder / f"{name}.json").write_text(json.dumps(j))
+    rec["key"] = {**rec["key"], "fit_digest": "elsewhere", "equivalent_fit_digests": [built["key"]["fit_digest"]]}
+    members, sums = reference.finished_members(folder, rec["key"])
+    assert sorted(members) == ["member_00", "member_01"]
+    rec["sha256"] = {**rec["sha256"], **sums}
+    (folder / "reference.json").write_text(json.dumps(rec))
+    used, why, got = reference.use_if_it_applies(str(folder / "reference.json"), built["key"], tmp_path / "m",
+                                                 data_path=built["path"])
+    assert used and "later members were trained" in why, why
+    kept = M.train_ensemble(built["path"], built["fit"], built["val"], n_models=2, cfg=SMALL, seed=5,
+                            out_dir=tmp_path / "m", scaler=built["scaler"], log=None,
+                            accept_digests=reference.fit_digests(got["key"]))
+    assert all(m.get("reused") for m in kept)

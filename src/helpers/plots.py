@@ -12,7 +12,8 @@ import numpy as np
 
 from . import LABEL_TEX, LABELS
 
-__all__ = ["use_style", "SPECIES_COLOURS", "spectra_with_lines", "line_response",
+__all__ = ["use_style", "COLUMN_PX", "MIN_TEXT_PT", "displayed_pt", "smallest_text_pt", "overlapping_ticks",
+           "make_legible", "SPECIES_COLOURS", "spectra_with_lines", "line_response",
            "emulator_errors", "response_pairs", "line_check", "kiel", "label_histograms", "snr_histogram", "defect_gallery",
            "galactic_positions", "abundance_plane", "survey_vs_truth", "unavailable", "tsne_maps",
            "tsne_by_category", "group_gallery", "mg_al_by_cluster", "training_curves", "member_selection",
@@ -38,6 +39,94 @@ def use_style() -> None:
         "image.cmap": "viridis", "figure.constrained_layout.use": True,
         "text.usetex": False,
     })
+
+
+#: Width of the book's text column [CSS px] at which figures are read.
+COLUMN_PX = 700
+#: Smallest text a figure may show there [pt, CSS: 1 pt = 4/3 px].
+MIN_TEXT_PT = 8.0
+
+
+def displayed_pt(fig, column_px: int = COLUMN_PX) -> float:
+    """CSS points on the page per point of text in ``fig``: the notebook renders it at
+    ``fig.dpi``, the page shows it at its natural width or shrunk to the column, whichever is
+    narrower."""
+    width_px = fig.get_size_inches()[0] * fig.dpi
+    return fig.dpi / 72 * min(1.0, column_px / width_px) * 0.75
+
+
+def _texts(fig):
+    return [t for t in fig.findobj(mpl.text.Text) if t.get_visible() and t.get_text().strip()
+            and t.get_figure() is not None]
+
+
+def smallest_text_pt(fig, column_px: int = COLUMN_PX) -> float:
+    """The smallest text of ``fig`` as the page shows it [CSS pt] (drawing the figure first)."""
+    fig.canvas.draw()
+    sizes = [t.get_fontsize() for t in _texts(fig)]
+    return min(sizes) * displayed_pt(fig, column_px) if sizes else float("inf")
+
+
+def _crowded_axes(fig) -> list:
+    """The axes (``matplotlib.axis.Axis``) whose neighbouring tick labels inside the view are closer
+    than half an em, with the number of such pairs."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    out = []
+    for ax in fig.axes:
+        for axis, lo in ((ax.xaxis, 0), (ax.yaxis, 1)):
+            lo_v, hi_v = sorted(axis.get_view_interval())
+            ticks = [t for t in axis.get_major_ticks()
+                     if lo_v <= t.get_loc() <= hi_v and t.label1.get_visible() and t.label1.get_text().strip()]
+            if len(ticks) < 2:
+                continue
+            boxes = sorted((t.label1.get_window_extent(renderer) for t in ticks), key=lambda b: (b.x0, b.y0)[lo])
+            gap = 0.5 * ticks[0].label1.get_fontsize() * fig.dpi / 72  # half an em [px]
+            n = sum((b.x0 - a.x1 if lo == 0 else b.y0 - a.y1) < gap for a, b in zip(boxes, boxes[1:]))
+            if n:
+                out.append((axis, n))
+    return out
+
+
+def overlapping_ticks(fig) -> int:
+    """Number of neighbouring tick labels closer than half an em (or overlapping), over every axis
+    of ``fig`` (ticks inside the view only)."""
+    return sum(n for _, n in _crowded_axes(fig))
+
+
+def make_legible(fig, column_px: int = COLUMN_PX, min_pt: float = MIN_TEXT_PT):
+    """Enlarge ``fig``'s text until its smallest is ``min_pt`` on the page (:func:`smallest_text_pt`)
+    and thin out the ticks of linear axes until neighbouring labels no longer overlap.
+
+    Every figure of the book goes through it (:func:`helpers.report.glue_figure`), so a wide
+    figure of many panels stays readable at the column's width. Returns ``fig``.
+    """
+    scale = displayed_pt(fig, column_px)
+    smallest = smallest_text_pt(fig, column_px) / scale
+    factor = min_pt / scale / smallest if np.isfinite(smallest) else 1.0
+    if factor > 1.0:
+        ticks = set()
+        for ax in fig.axes:
+            for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+                labels = axis.get_ticklabels(which="both")
+                ticks.update(id(t) for t in labels)
+                size = labels[0].get_fontsize() if labels else mpl.rcParams["xtick.labelsize"]
+                size = size if isinstance(size, (int, float)) else mpl.rcParams["font.size"]
+                ax.tick_params(axis=name, which="both", labelsize=size * factor)
+        for t in _texts(fig):
+            if id(t) not in ticks:
+                t.set_fontsize(t.get_fontsize() * factor)
+    for _ in range(4):  # fewer ticks on the axes where labels collide
+        crowded = _crowded_axes(fig)
+        if not crowded:
+            break
+        for axis, _n in crowded:
+            if isinstance(axis.get_major_locator(), (mpl.ticker.AutoLocator, mpl.ticker.MaxNLocator)):
+                lo_v, hi_v = sorted(axis.get_view_interval())
+                inside = sum(lo_v <= v <= hi_v for v in axis.get_majorticklocs())
+                axis.set_major_locator(mpl.ticker.MaxNLocator(nbins=max(1, inside - 2),
+                                                              steps=[1, 2, 2.5, 3, 4, 5, 6, 8, 10]))
+    return fig
 
 
 def _mark_lines(ax, lines, species, ymin, ymax):

@@ -77,9 +77,17 @@ def glue_value(name: str, value) -> None:
 
 
 def glue_figure(name: str, fig) -> None:
-    """Glue a figure for ``{glue:figure}`` and close it, so it is not shown twice."""
+    """Glue a figure for ``{glue:figure}`` and close it, so it is not shown twice. Its text is
+    made legible at the book's column width first (:func:`helpers.plots.make_legible`)."""
     import matplotlib.pyplot as plt
     from myst_nb import glue
 
+    from .parallel import say
+    from .plots import MIN_TEXT_PT, make_legible, overlapping_ticks, smallest_text_pt
+
+    make_legible(fig)
+    crowded, small = overlapping_ticks(fig), smallest_text_pt(fig)
+    if crowded or small < MIN_TEXT_PT - 1e-6:  # for the terminal: what the check could not fix
+        say(f"figure {name}: smallest text {small:.1f} pt at the column width, {crowded} crowded tick-label pairs")
     glue(name, fig, display=False)
     plt.close(fig)

@@ -1,0 +1,50 @@
+"""Figures are legible at the book's column width: text at least MIN_TEXT_PT there, tick labels
+apart."""
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from helpers import paths, plots  # noqa: E402
+
+
+def _labels(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 5)) * [300, 0.5, 0.3, 0.1, 0.1] + [5000, 3, -0.3, 0.1, 0.1]
+
+
+def test_a_wide_figure_of_many_panels_is_made_legible():
+    plots.use_style()
+    fig = plots.label_histograms({"a": _labels(), "b": _labels(seed=1)})  # 12 in wide, five panels
+    assert plots.smallest_text_pt(fig) < plots.MIN_TEXT_PT  # as drawn: too small at 700 px
+    plots.make_legible(fig)
+    assert plots.smallest_text_pt(fig) >= plots.MIN_TEXT_PT - 1e-9
+    assert plots.overlapping_ticks(fig) == 0
+    plt.close(fig)
+
+
+def test_crowded_tick_labels_are_thinned_and_a_legible_figure_is_left_alone():
+    plots.use_style()
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 123456789], [0, 1])
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=12))
+    assert plots.overlapping_ticks(fig) > 0
+    sizes = {t.get_fontsize() for t in fig.findobj(matplotlib.text.Text)}
+    plots.make_legible(fig)
+    assert plots.overlapping_ticks(fig) == 0
+    assert {t.get_fontsize() for t in fig.findobj(matplotlib.text.Text)} == sizes  # 3 in: already legible
+    plt.close(fig)
+
+
+def test_every_figure_of_the_book_goes_through_glue_figure():
+    """glue_figure makes a figure legible; a figure glued with plain glue() would skip that."""
+    for nb in sorted(paths.NOTEBOOKS.glob("*.ipynb")):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        src = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert 'glue("fig_' not in src and "glue('fig_" not in src, nb.name
+        assert "glue_figure(" in src, nb.name

@@ -48,3 +48,19 @@ def test_every_figure_of_the_book_goes_through_glue_figure():
         src = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         assert 'glue("fig_' not in src and "glue('fig_" not in src, nb.name
         assert "glue_figure(" in src, nb.name
+
+
+def test_an_axis_label_longer_than_its_panel_is_broken_in_two():
+    plots.use_style()
+    fig, axes = plt.subplots(1, 5, figsize=(13, 2.9))
+    for ax in axes:
+        ax.plot([0, 1], [0, 1])
+        ax.set_xlabel("truth [Mg/Fe] of the test stars [dex]")
+    axes[0].set_ylabel("median (method − truth) over the bins")
+    plots.make_legible(fig)
+    assert all("\n" in ax.get_xlabel() for ax in axes) and "\n" in axes[0].get_ylabel()
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    boxes = [ax.xaxis.label.get_window_extent(r) for ax in axes]
+    assert not any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:]))  # neighbours' labels apart
+    plt.close(fig)

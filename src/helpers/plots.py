@@ -80,9 +80,15 @@ def _crowded_axes(fig) -> list:
                      if lo_v <= t.get_loc() <= hi_v and t.label1.get_visible() and t.label1.get_text().strip()]
             if len(ticks) < 2:
                 continue
-            boxes = sorted((t.label1.get_window_extent(renderer) for t in ticks), key=lambda b: (b.x0, b.y0)[lo])
-            gap = 0.5 * ticks[0].label1.get_fontsize() * fig.dpi / 72  # half an em [px]
-            n = sum((b.x0 - a.x1 if lo == 0 else b.y0 - a.y1) < gap for a, b in zip(boxes, boxes[1:]))
+            em = ticks[0].label1.get_fontsize() * fig.dpi / 72  # [px]
+            rot = ticks[0].label1.get_rotation() % 180
+            if lo == 0 and 10 < rot < 170:  # slanted labels: their lines must not touch
+                xs = sorted(renderer_x for renderer_x in
+                            (ax.transData.transform((t.get_loc(), 0))[0] for t in ticks))
+                n = sum((b - a) * abs(np.sin(np.radians(rot))) < 1.1 * em for a, b in zip(xs, xs[1:]))
+            else:
+                boxes = sorted((t.label1.get_window_extent(renderer) for t in ticks), key=lambda b: (b.x0, b.y0)[lo])
+                n = sum((b.x0 - a.x1 if lo == 0 else b.y0 - a.y1) < 0.5 * em for a, b in zip(boxes, boxes[1:]))
             if n:
                 out.append((axis, n))
     return out
@@ -92,6 +98,23 @@ def overlapping_ticks(fig) -> int:
     """Number of neighbouring tick labels closer than half an em (or overlapping), over every axis
     of ``fig`` (ticks inside the view only)."""
     return sum(n for _, n in _crowded_axes(fig))
+
+
+def _wrap_long_labels(fig) -> None:
+    """Break an axis label that is longer than its axes into two lines (at the space nearest its
+    middle, outside TeX), so that neighbouring panels' labels do not run into each other."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        for label, room, along in ((ax.xaxis.label, box.width, "width"), (ax.yaxis.label, box.height, "height")):
+            text = label.get_text()
+            if "\n" in text or " " not in text or getattr(label.get_window_extent(renderer), along) <= room:
+                continue
+            spaces = [i for i, c in enumerate(text) if c == " " and text[:i].count("$") % 2 == 0]
+            if spaces:
+                i = min(spaces, key=lambda k: abs(k - len(text) / 2))
+                label.set_text(text[:i] + "\n" + text[i + 1:])
 
 
 def make_legible(fig, column_px: int = COLUMN_PX, min_pt: float = MIN_TEXT_PT):
@@ -116,6 +139,7 @@ def make_legible(fig, column_px: int = COLUMN_PX, min_pt: float = MIN_TEXT_PT):
         for t in _texts(fig):
             if id(t) not in ticks:
                 t.set_fontsize(t.get_fontsize() * factor)
+    _wrap_long_labels(fig)
     for _ in range(4):  # fewer ticks on the axes where labels collide
         crowded = _crowded_axes(fig)
         if not crowded:
@@ -461,7 +485,7 @@ def response_by_star(rows: list[dict], labels=LABELS):
     """Single-label response per star (x) for each label (panel) and S/N (marker), ±1 sd of draws."""
     stars = list(dict.fromkeys(r["star"] for r in rows))
     snrs = sorted({r["snr"] for r in rows})
-    fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels), 3.0), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels), 3.8), sharey=True, squeeze=False)
     x = np.arange(len(stars))
     for ax, key in zip(axes[0], labels):
         for k, snr in enumerate(snrs):
@@ -475,7 +499,7 @@ def response_by_star(rows: list[dict], labels=LABELS):
         ax.set_xticks(x)
         ax.set_xticklabels(stars, rotation=60, ha="right", fontsize=7)
         ax.set_title(LABEL_TEX[key].split(" [")[0], loc="left")
-    axes[0, 0].set_ylabel("response (predicted / true change)")
+    axes[0, 0].set_ylabel("predicted / true change")
     axes[0, -1].legend(fontsize=7)
     return fig
 

@@ -125,8 +125,9 @@ def _same_data(key: dict, rec: dict, folder: Path, data_path) -> tuple[bool, str
     if rec_key.get("fit_digest") == key["fit_digest"]:
         return True, "bit for bit"
     if key["fit_digest"] in rec_key.get("equivalent_fit_digests", []):
-        return True, ("bit for bit that on which its later members were trained, and within the stated "
-                      "tolerance of the one its first members were trained on")
+        return True, ("bit for bit the set as this reference's record makes it here, which "
+                      "`scripts/train_reference.py --accept-existing` found equal within the stated tolerance to "
+                      "the set as made on the processor its first members were trained on")
     if not key.get("rows_digest") or rec_key.get("rows_digest") != key["rows_digest"]:
         return False, "the training set, its split or the training code differ"
     sketch_name = (rec.get("training_set") or {}).get("sketch")

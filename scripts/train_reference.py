@@ -51,13 +51,6 @@ def settings(profile: str) -> dict:
     return values[NOTEBOOK]
 
 
-def config(p: dict) -> M.ModelConfig:
-    return M.ModelConfig(filters=tuple(p["filters"]), kernels=tuple(p["kernels"]), pools=tuple(p["pools"]),
-                         l2=p["l2"], dropout=p["dropout"], dense=tuple(p["dense"]),
-                         negative_slope=p["negative_slope"], learning_rate=p["learning_rate"],
-                         batch_size=p["batch_size"], epochs=p["epochs"], patience=p["patience"])
-
-
 def plan(p: dict, data_path: Path):
     """Rows, scaler and key exactly as chapter 03 derives them."""
     n = n_spectra(data_path)
@@ -65,7 +58,7 @@ def plan(p: dict, data_path: Path):
     fit = ensemble.fit_rows(train_rows, p["n_train_max"], p["seed"])
     y = read_dataset(data_path, rows=fit).labels("survey")
     scaler = M.LabelScaler.fit(y)
-    cfg = config(p)
+    cfg = ensemble.model_config(p)
     digest = content_digest(data_path)
     key = reference.run_key(data_path, fit, val_rows, cfg, p["seed"], p["n_models"])
     return fit, val_rows, scaler, cfg, key, digest, n

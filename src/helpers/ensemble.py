@@ -20,7 +20,20 @@ from .precision import calibration_fractions, robust_scatter
 
 __all__ = ["write_summary", "read_summary", "SummaryError", "split_rows", "inheritance_rows", "inheritance_verdict", "INHERIT_MIN", "fit_rows", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
            "write_predictions", "read_predictions", "precision_rows", "calibration_rows",
-           "crb_for_rows", "fisher_for_rows", "bound_rows", "NUISANCE_PARAMETERS", "predict_file"]
+           "crb_for_rows", "fisher_for_rows", "bound_rows", "NUISANCE_PARAMETERS", "predict_file",
+           "model_config"]
+
+def model_config(parameters: dict):
+    """Chapter 03's network settings from its parameters (the names of
+    :class:`helpers.model.ModelConfig`'s fields; lists become tuples), as the chapter and
+    ``scripts/train_reference.py`` both build them."""
+    from dataclasses import fields
+
+    from .model import ModelConfig
+
+    return ModelConfig(**{f.name: tuple(parameters[f.name]) if isinstance(parameters[f.name], list)
+                          else parameters[f.name] for f in fields(ModelConfig)})
+
 
 #: Precision figures of Ambrosch et al. (2023), with their source (shipped CSV).
 PAPER_PRECISION = paths.PAPER_PRECISION

@@ -18,7 +18,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers.plots import COLUMN_PX  # the column width figures' text is sized for [CSS px]
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
 INSTALL_HINT = "install Debian's packages: apt-get install chromium chromium-driver"
 
 
@@ -72,10 +75,18 @@ class PageReport:
     wide_tables: list[tuple] = field(default_factory=list)
     #: (kind, matched text) of log, progress or repr text shown on the page
     log_text: list[tuple] = field(default_factory=list)
+    #: figures shown narrower than helpers.plots assumes when it sizes their text (natural width,
+    #: or the column width if smaller): (src, shown width, assumed width) [CSS px]
+    small_figures: list[tuple] = field(default_factory=list)
 
 
 _IMAGES_JS = """
 return Array.from(document.images).map(i => [i.currentSrc || i.src, i.complete, i.naturalWidth]);
+"""
+_FIGURES_JS = """
+const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+return Array.from(article.querySelectorAll('img')).filter(i => i.naturalWidth > 0)
+  .map(i => [i.currentSrc || i.src, i.getBoundingClientRect().width, i.naturalWidth]);
 """
 _NAV_JS = """
 const sel = 'nav a[href], .bd-sidebar a[href], .prev-next-area a[href], .bd-header a[href]';
@@ -182,6 +193,8 @@ def check_pages(html_dir: Path, pages: list[str], screenshot_dir: Path, work_dir
                 rep.broken_links = [u for u in rep.nav_links if not _link_ok(u, link_cache)]
                 rep.console_errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
                 rep.wide_tables = [tuple(t) for t in driver.execute_script(_TABLES_JS) if t[1] > t[2] + 1]
+                rep.small_figures = [(src, shown, min(natural, COLUMN_PX)) for src, shown, natural
+                                     in driver.execute_script(_FIGURES_JS) if shown < 0.98 * min(natural, COLUMN_PX)]
                 text = driver.execute_script(_TEXT_JS)
                 rep.log_text = [(kind, m.group(0)) for kind, pat in LOG_PATTERNS.items()
                                 for m in [re.search(pat, text, re.MULTILINE)] if m]

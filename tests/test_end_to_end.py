@@ -99,6 +99,8 @@ def test_strict_book_build(quick_run, quick_book):
 def test_book_in_a_real_browser(quick_book, tmp_path):
     """Landing page and every page of the table of contents in headless Chromium, served locally.
 
+    The column width that figures' text is sized for is the one helpers.plots assumes.
+
     No console errors (nothing fetched from the internet either: other hosts do not resolve), every
     image loaded, math typeset by the book's own MathJax, navigation links answer, no table wider
     than the text column, no log, progress or repr text; a screenshot of each page is kept in
@@ -125,6 +127,8 @@ def test_book_in_a_real_browser(quick_book, tmp_path):
         assert rep.math_errors == 0, page
         assert rep.wide_tables == [], (page, "tables wider than the text column", rep.wide_tables)
         assert rep.log_text == [], (page, "log, progress or repr text on the page", rep.log_text)
+        # figures are shown at least as large as their text was sized for (8 pt at a 700 px column)
+        assert rep.small_figures == [], (page, "figures shown smaller than sized for", rep.small_figures)
         assert rep.screenshot.exists() and rep.screenshot.stat().st_size > 10_000, page
         if page.startswith(book.CHAPTER_DIR + "/"):
             assert rep.n_images > 0, page

@@ -127,7 +127,7 @@ def test_book_in_a_real_browser(quick_book, tmp_path):
         assert rep.math_errors == 0, page
         assert rep.wide_tables == [], (page, "tables wider than the text column", rep.wide_tables)
         assert rep.log_text == [], (page, "log, progress or repr text on the page", rep.log_text)
-        # figures are shown at least as large as their text was sized for (8 pt at a 700 px column)
+        # figures are shown at least as large as their text was sized for (8 pt at plots.COLUMN_PX)
         assert rep.small_figures == [], (page, "figures shown smaller than sized for", rep.small_figures)
         assert rep.screenshot.exists() and rep.screenshot.stat().st_size > 10_000, page
         if page.startswith(book.CHAPTER_DIR + "/"):

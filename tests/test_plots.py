@@ -21,7 +21,7 @@ def _labels(n=400, seed=0):
 def test_a_wide_figure_of_many_panels_is_made_legible():
     plots.use_style()
     fig = plots.label_histograms({"a": _labels(), "b": _labels(seed=1)})  # 12 in wide, five panels
-    assert plots.smallest_text_pt(fig) < plots.MIN_TEXT_PT  # as drawn: too small at 700 px
+    assert plots.smallest_text_pt(fig) < plots.MIN_TEXT_PT  # as drawn: too small at the column width
     plots.make_legible(fig)
     assert plots.smallest_text_pt(fig) >= plots.MIN_TEXT_PT - 1e-9
     assert plots.overlapping_ticks(fig) == 0

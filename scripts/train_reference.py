@@ -124,6 +124,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=paths.REFERENCE, help="where the members go")
     ap.add_argument("--scheduler", default="local", help="where members train (helpers.parallel)")
     ap.add_argument("--declare-only", action="store_true", help="rewrite record and manifest, train nothing")
+    ap.add_argument("--first", type=int, default=None, metavar="N",
+                    help="train only up to the first N members of the plan this time (the record still plans all)")
     ap.add_argument("--accept-existing", action="store_true",
                     help="keep the members in --out, trained on this training set as another processor made it")
     args = ap.parse_args(argv)
@@ -171,7 +173,8 @@ def main(argv=None) -> int:
         print(f"  recorded {len(rec['members'])} of {key['n_models']} members", flush=True)
 
     if not args.declare_only:
-        M.train_ensemble(data_path, fit, val, n_models=key["n_models"], cfg=cfg, seed=p["seed"], out_dir=args.out,
+        upto = key["n_models"] if args.first is None else max(0, min(args.first, key["n_models"]))
+        M.train_ensemble(data_path, fit, val, n_models=upto, cfg=cfg, seed=p["seed"], out_dir=args.out,
                          scaler=scaler, log=lambda s: print(s, flush=True), scheduler=args.scheduler,
                          on_member=record, accept_digests=reference.fit_digests(key))
     record()

@@ -22,7 +22,7 @@ def _counting(result):
 
 
 def test_a_step_runs_once_and_comes_back_equal(tmp_path):
-    result = {"embedding": np.arange(12.0).reshape(6, 2), "reason": np.array(["", "spike", "gap"]),
+    result = {"z_last_first": 1, "embedding": np.arange(12.0).reshape(6, 2), "reason": np.array(["", "spike", "gap"]),
               "scores": {"chi2": np.array([1.0, np.nan])}, "seconds": {"tsne": 1.5}, "n": np.int64(3),
               "rows": [{"label": "teff", "ratio": float("nan")}], "note": None}
     compute, calls = _counting(result)
@@ -35,6 +35,7 @@ def test_a_step_runs_once_and_comes_back_equal(tmp_path):
         assert got["reason"].tolist() == ["", "spike", "gap"] and got["n"] == 3 and got["note"] is None
         assert np.isnan(got["scores"]["chi2"][1]) and np.isnan(got["rows"][0]["ratio"])
         assert got["seconds"] == {"tsne": 1.5}
+        assert list(got) == list(result) and list(got["scores"]) == ["chi2"]  # order kept (JSON sorts keys)
 
 
 def test_what_decides_the_result_changes_the_key_and_nothing_else_does(tmp_path, monkeypatch):

@@ -149,7 +149,9 @@ def _split(obj, arrays: dict, where: str):
     if isinstance(obj, dict):
         if not all(isinstance(k, str) for k in obj):
             raise StepError(f"step result {where or '(top)'}: dictionary keys must be strings")
-        return {k: _split(v, arrays, f"{where}/{k}") for k, v in obj.items()}
+        # as [key, value] pairs: the JSON file sorts dictionary keys, and a table built from the
+        # result must come back with its columns in the same order
+        return {"__items__": [[k, _split(v, arrays, f"{where}/{k}")] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
         return [_split(v, arrays, f"{where}/{i}") for i, v in enumerate(obj)]
     if isinstance(obj, np.generic):
@@ -163,6 +165,8 @@ def _join(obj, arrays):
     if isinstance(obj, dict):
         if set(obj) == {"__array__"}:
             return arrays[obj["__array__"]]
+        if set(obj) == {"__items__"}:
+            return {k: _join(v, arrays) for k, v in obj["__items__"]}
         return {k: _join(v, arrays) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_join(v, arrays) for v in obj]

@@ -224,4 +224,9 @@ def test_gradients_file_gives_the_in_memory_gradients_on_two_workers(tiny_survey
     for name, r in rows.items():
         want = saliency.mean_gradients(models, M.prepare_inputs(data.flux[r], data.ivar[r]), batch_size=8)
         assert got[name].shape == (2, 5, data.grid.n_pixels)
-        assert np.allclose(got[name], want, rtol=1e-4, atol=1e-7)
+        # float32 sums in another order can move a LeakyReLU input across its kink, which changes that
+        # pixel's gradient by a finite step: found on one processor for 105 of 159 400 values. So: all
+        # but a thousandth of the values to float32 tolerance, and the whole pattern the same
+        close = np.isclose(got[name], want, rtol=1e-4, atol=1e-7)
+        assert close.mean() > 0.999, (name, int((~close).sum()))
+        assert np.corrcoef(got[name].ravel(), want.ravel())[0, 1] > 0.999

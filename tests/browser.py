@@ -113,6 +113,7 @@ LOG_PATTERNS = {
     "progress line": r"\d+%\s+\d+%|\(\d+ of \d+ tasks|Dask dashboard: http|it/s\]|rendered \d+/\d+ spectra|member \d+/\d+ \(seed",
     "Python repr": r"PosixPath\(|object at 0x[0-9a-f]+|<keras\.|np\.float64\(|array\(\[",
     "log record": r"^(WARNING|INFO|DEBUG|ERROR):|Traceback \(most recent call last\)",
+    "Markdown table shown as text": r"\|\s*[-—:]+\s*\|\s*[-—:]+\s*\|",
 }
 _MATH_JS = """
 const done = arguments[arguments.length - 1];

@@ -3,6 +3,7 @@ and the GitHub Pages workflow's guard."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import nbformat
@@ -202,3 +203,14 @@ def test_melt_turns_wide_rows_into_one_row_per_label():
                     {"cluster": "NGC 1", "n": 12, "label": "feh", "mean": "-0.123", "sd": "0.046"}]
     text = md_table(long, {"cluster": "cluster", "label": "label", "mean": "mean"}).data
     assert text.splitlines()[2] == "| NGC 1 | Teff | 5012 |"
+
+
+def test_a_bar_inside_a_table_cell_is_escaped():
+    """'median |error|' as a header must not split the row: the page showed such tables as text."""
+    from helpers.report import md_table
+
+    text = md_table([{"a": 0.5, "b": "x|y"}], {"a": "median |error|", "b": "b"}, {"a": ".2f"}).data
+    rows = text.splitlines()
+    assert rows[0] == r"| median \|error\| | b |" and rows[2] == r"| 0.50 | x\|y |"
+    for row in rows:  # every row has as many unescaped separators as the header
+        assert len(re.findall(r"(?<!\\)\|", row)) == 3

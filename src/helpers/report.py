@@ -18,7 +18,11 @@ def md_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] 
         ``{key: format spec}``, e.g. ``{"rms": ".3f"}``.
     """
     formats = formats or {}
-    head = "| " + " | ".join(columns.values()) + " |"
+
+    def cell(text) -> str:  # a '|' inside a cell (|error|) would end it: escape it
+        return str(text).replace("|", "\\|")
+
+    head = "| " + " | ".join(cell(h) for h in columns.values()) + " |"
     sep = "|" + "|".join("---" for _ in columns) + "|"
     body = []
     for r in rows:
@@ -29,7 +33,7 @@ def md_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] 
                 cells.append("—")
             else:
                 cells.append(format(v, formats[k]) if k in formats and v not in ("", None) else str(v))
-        body.append("| " + " | ".join(cells) + " |")
+        body.append("| " + " | ".join(cell(c) for c in cells) + " |")
     return Markdown("\n".join([head, sep, *body]))
 
 

@@ -367,17 +367,10 @@ def code_digests(nb_path: Path, package: Path = paths.PACKAGE) -> dict[str, str]
 
 
 def _content_digest(path: Path) -> str:
-    """What a notebook reads from a file: for a data set (``.h5``), its content
-    (:func:`helpers.dataset.content_digest`: HDF5 containers differ byte by byte between two
-    writes of the same data); for anything else, its bytes."""
-    if path.suffix == ".h5" and path.is_file():
-        from .dataset import DatasetError, content_digest
+    """What a notebook reads from a file (:func:`helpers.steps.file_digest`)."""
+    from .steps import file_digest
 
-        try:
-            return "content:" + content_digest(path)
-        except (DatasetError, OSError, KeyError, ValueError):
-            pass
-    return _digest_path(path)
+    return file_digest(path)
 
 
 class _DigestCache:
@@ -397,17 +390,6 @@ class _DigestCache:
         info = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _content_digest(path)}
         self.known[str(path)] = info
         return info
-
-
-def _digest_path(path: Path) -> str:
-    if path.is_dir():
-        h = hashlib.sha256()
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                h.update(str(p.relative_to(path)).encode())
-                h.update(sha256_file(p).encode())
-        return h.hexdigest()
-    return sha256_file(path)
 
 
 def _path_params(values: dict, prefix: str, run_dir: Path) -> dict[str, Path]:

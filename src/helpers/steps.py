@@ -39,7 +39,7 @@ import numpy as np
 from .fileio import atomic_path, sha256_file, write_json
 from .records import module_digests
 
-__all__ = ["STORE_VERSION", "StepInfo", "StepError", "step_key", "input_digest", "cached", "cached_file"]
+__all__ = ["STORE_VERSION", "StepInfo", "StepError", "step_key", "file_digest", "input_digest", "cached", "cached_file"]
 
 #: Version of the store's layout; entries of another version are computed again.
 STORE_VERSION = 1
@@ -108,6 +108,28 @@ def _key_digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
+def file_digest(path) -> str:
+    """What a reader takes from ``path``: for a data set (``.h5``) its content
+    (:func:`helpers.dataset.content_digest`: HDF5 containers differ byte by byte between two writes
+    of the same data), for a folder the digests of its files, otherwise the bytes."""
+    path = Path(path)
+    if path.suffix == ".h5" and path.is_file():
+        from .dataset import DatasetError, content_digest
+
+        try:
+            return "content:" + content_digest(path)
+        except (DatasetError, OSError, KeyError, ValueError):
+            pass
+    if path.is_dir():
+        h = hashlib.sha256()
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                h.update(str(p.relative_to(path)).encode())
+                h.update(sha256_file(p).encode())
+        return h.hexdigest()
+    return sha256_file(path)
+
+
 def input_digest(path, store=None) -> str:
     """Digest of what a step reads from ``path``: a data set's content for ``.h5``
     (:func:`helpers.dataset.content_digest`), the bytes otherwise.
@@ -127,12 +149,7 @@ def input_digest(path, store=None) -> str:
     seen = memo.get(str(path))
     if seen and seen.get("size") == st.st_size and seen.get("mtime_ns") == st.st_mtime_ns:
         return seen["digest"]
-    if path.suffix == ".h5":
-        from .dataset import content_digest
-
-        digest = "content:" + content_digest(path)
-    else:
-        digest = sha256_file(path)
+    digest = file_digest(path)
     if memo_path is not None:
         memo[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": digest}
         write_json(memo_path, memo)

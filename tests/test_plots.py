@@ -64,3 +64,25 @@ def test_an_axis_label_longer_than_its_panel_is_broken_in_two():
     boxes = [ax.xaxis.label.get_window_extent(r) for ax in axes]
     assert not any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:]))  # neighbours' labels apart
     plt.close(fig)
+
+
+def test_gradient_figures_of_chapter_04_leave_no_crowded_tick_labels():
+    """Six rows of short panels over HR10 and HR21 (the gradient figure) and the line zooms: after
+    make_legible their text is 8 pt at the column width and no tick labels crowd (the 13-inch
+    version had every gradient panel's y labels touching)."""
+    plots.use_style()
+    rng = np.random.default_rng(3)
+    wave = np.concatenate([np.linspace(5334.0, 5611.0, 3000), np.linspace(8475.0, 8982.0, 5000)])
+    spectrum = 1.0 - 0.5 * rng.random(wave.size) ** 8
+    labels = ("teff", "logg", "feh", "mg_fe", "al_fe")
+    grads = {k: rng.normal(size=wave.size) for k in labels}
+    spread = {k: np.full(wave.size, 0.2) for k in labels}
+    lines = [{"wavelength_air_A": 5528.41, "species": "Mg I"}, {"wavelength_air_A": 8773.38, "species": "Al I"}]
+    setups = [("HR10", 5334.0, 5611.0), ("HR21", 8475.0, 8982.0)]
+    for fig in (plots.gradients_under_spectrum(wave, spectrum, grads, spread, lines, setups, title="giants"),
+                plots.gradient_zooms(wave, spectrum, {k: grads[k] for k in labels[2:]},
+                                     {k: spread[k] for k in labels[2:]}, lines, title="giants")):
+        plots.make_legible(fig)
+        assert plots.smallest_text_pt(fig) >= plots.MIN_TEXT_PT - 1e-9
+        assert plots.overlapping_ticks(fig) == 0
+        plt.close(fig)

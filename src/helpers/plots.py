@@ -675,7 +675,7 @@ def gradients_under_spectrum(wave, spectrum, grads: dict, spread: dict, lines, s
     ``grads`` and ``spread``: ``{label: ndarray (n_pixels,)}``; ``setups``: ``[(name, wmin, wmax)]``.
     """
     n = 1 + len(grads)
-    fig, axes = plt.subplots(n, len(setups), figsize=(13, 1.35 * n + 0.6), sharex="col",
+    fig, axes = plt.subplots(n, len(setups), figsize=(9, 1.3 * n + 0.6), sharex="col",
                              gridspec_kw={"width_ratios": [s[2] - s[1] for s in setups]})
     axes = np.atleast_2d(axes)
     for c, (name, lo, hi) in enumerate(setups):
@@ -691,6 +691,7 @@ def gradients_under_spectrum(wave, spectrum, grads: dict, spread: dict, lines, s
             ax.fill_between(wave[sel], (g - s) / scale, (g + s) / scale, color="0.75", lw=0)
             ax.plot(wave[sel], g / scale, "-", color=OKABE_ITO[5], lw=0.6)
             ax.set_ylim(-1.1, 1.1)
+            ax.set_yticks([-1, 0, 1])  # scaled gradients: three ticks keep the short panels legible
             if c == 0:
                 ax.set_ylabel(LABEL_TEX[k].split(" [")[0], rotation=0, ha="right", va="center")
         for r in range(n):
@@ -739,6 +740,7 @@ def gradient_zooms(wave, spectrum, grads: dict, spread: dict, lines, windows=ZOO
             ax.fill_between(wave[sel], g - s, g + s, color="0.75", lw=0)
             ax.plot(wave[sel], g, "-", color=OKABE_ITO[5], lw=0.9)
             ax.set_ylim(-1.1, 1.1)
+            ax.set_yticks([-1, 0, 1])
             if c == 0:
                 ax.set_ylabel(LABEL_TEX[k].split(" [")[0], rotation=0, ha="right", va="center")
         for r in range(n):

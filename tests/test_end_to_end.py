@@ -56,6 +56,12 @@ def test_quick_pipeline_runs_every_notebook(quick_run):
         assert glued[key].startswith("The ") and "was reused from an earlier run" in glued[key], glued[key]
     after = json.loads((root / "quick" / "records" / "02_tsne_cleaning.json").read_text())["outputs"]
     assert {k: v["sha256"] for k, v in after.items()} == {k: v["sha256"] for k, v in before.items()}
+    before = json.loads((root / "quick" / "records" / "04_saliency.json").read_text())["outputs"]
+    pipeline.run_pipeline("quick", run_root=root, only="04", force=True, log=lambda *_: None)
+    note = book.glued_values(root / "quick" / "notebooks" / "04_saliency.ipynb")["grad_step_note"]
+    assert "was reused from an earlier run" in note, note
+    after = json.loads((root / "quick" / "records" / "04_saliency.json").read_text())["outputs"]
+    assert {k: v["sha256"] for k, v in after.items()} == {k: v["sha256"] for k, v in before.items()}
     assert "was computed in this run" in book.glued_values(
         root / "quick" / "notebooks" / "01_prepare_data.ipynb")["step_note"]
 

@@ -46,6 +46,24 @@ def test_noise_gives_honest_errors_and_the_scatter_is_found():
     assert 0.8 < np.median(res["reduced_chi2"]) < 1.2
 
 
+def test_the_coarse_then_fine_scatter_search_finds_what_the_whole_grid_finds():
+    """Searching every third grid point, then around each pixel's best one, gives the scatter and
+    coefficients of the search over every point (the cost has one minimum along ln s), with masked
+    pixels and scatters from none to larger than the noise."""
+    p = 240
+    s_true = np.geomspace(1e-4, 0.3, p)
+    lab, theta, flux, ivar = _quadratic_set(n=400, p=p, noise=0.01, scatter=s_true, seed=7)
+    ivar = ivar.copy()
+    ivar[np.random.default_rng(8).random(ivar.shape) < 0.03] = 0.0
+    full = cannon.train(flux, ivar, lab, ["teff", "logg", "feh"], coarse=1, block=100)
+    fast = cannon.train(flux, ivar, lab, ["teff", "logg", "feh"], coarse=3, block=100)
+    assert np.allclose(fast.scatter, full.scatter, rtol=1e-12, atol=0)
+    assert np.allclose(fast.coeffs, full.coeffs, rtol=1e-10, atol=1e-14)
+    # the scatters span the grid (its edges and the parabola's inner points both occur)
+    assert full.scatter.min() <= 1e-4 * 1.0001 and full.scatter.max() > 0.2
+    with pytest.raises(cannon.CannonError, match="coarse"):
+        cannon.train(flux, ivar, lab, ["teff", "logg", "feh"], coarse=0)
+
 def test_agrees_with_the_thecannon_package():
     """Anna Ho's TheCannon 0.7.3 on the same small set: the same model, the same answers."""
     import matplotlib

@@ -88,3 +88,56 @@ def test_helper_modules_depend_downwards_without_circles():
     assert not circles, f"import circles (a imports b, b reaches a): {circles}"
     assert "inference" in edges and "model" in edges["inference"] and "inference" not in reach("model")
     assert not ({"pipeline", "book"} & reach("model"))  # the bottom does not reach the top
+
+
+def _helper_names_used(tree) -> list[tuple[str, str, int]]:
+    """(module, attribute, line) for every ``alias.attr`` where ``alias`` is a helpers module
+    imported in ``tree`` (``from helpers import x as y``, ``import helpers.x as y``), and every
+    name imported with ``from helpers.x import name``."""
+    import ast
+
+    alias, used = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "helpers":
+            for a in node.names:
+                if node.module == "helpers":
+                    alias[a.asname or a.name] = f"helpers.{a.name}"
+                else:
+                    used.append((node.module, a.name, node.lineno))
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("helpers.") and a.asname:
+                    alias[a.asname] = a.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in alias:
+            used.append((alias[node.value.id], node.attr, node.lineno))
+    return used
+
+
+def test_scripts_benches_and_notebooks_use_only_helper_names_that_exist():
+    """A renamed helper must not leave a script, a bench or a chapter calling the old name (a
+    bench once called ``ensemble.split_train_test`` long after it became ``split_rows``)."""
+    import ast
+    import importlib
+    import json
+
+    from helpers import paths
+
+    sources = [(p, p.read_text(encoding="utf-8")) for folder in ("scripts", "bench")
+               for p in sorted((paths.REPO / folder).glob("*.py"))]
+    for nb in sorted(paths.NOTEBOOKS.glob("*.ipynb")):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        sources.append((nb, "\n".join(ln for ln in code.splitlines() if not ln.lstrip().startswith(("%", "!")))))
+    missing, n = [], 0
+    for path, text in sources:
+        for module, attr, line in _helper_names_used(ast.parse(text)):
+            n += 1
+            mod = importlib.import_module(module) if module != "helpers" else importlib.import_module("helpers")
+            if not hasattr(mod, attr):
+                try:
+                    importlib.import_module(f"{module}.{attr}")
+                except ImportError:
+                    missing.append(f"{path.name}:{line}: {module}.{attr}")
+    assert n > 100  # the walk sees the helpers the scripts and chapters use
+    assert not missing, missing

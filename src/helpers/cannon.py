@@ -122,8 +122,19 @@ def _solve_block(L, LL, iu, ju, flux, w, ridge):
     return np.linalg.solve(a, b[..., None])[..., 0]
 
 
+def _scatter_cost(L, LL, iu, ju, f, iv, s, ridge):
+    """Per pixel of a block, −2 ln(likelihood) of the best coefficients at intrinsic scatter ``s``
+    (a scalar or one value per pixel)."""
+    w = _weights(iv, s)
+    th = _solve_block(L, LL, iu, ju, f, w, ridge)
+    r = f - L @ th.T
+    with np.errstate(divide="ignore"):
+        logw = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)), 0.0)
+    return np.sum(w * r * r, axis=0) - np.sum(logw, axis=0)
+
+
 def train(flux, ivar, labels, label_names, grid_digest: str = "",
-          ln_scatter=np.arange(np.log(1e-4), 0.0, 0.5), block: int = 1024) -> CannonModel:
+          ln_scatter=np.arange(np.log(1e-4), 0.0, 0.5), block: int = 1024, coarse: int = 3) -> CannonModel:
     """Train The Cannon on normalised spectra with known labels.
 
     Parameters
@@ -139,6 +150,11 @@ def train(flux, ivar, labels, label_names, grid_digest: str = "",
         Grid of ln(intrinsic scatter) searched per pixel (refined by a parabola around the best).
     block : int
         Pixels per block (memory ≈ 3 × N × block × 8 bytes).
+    coarse : int
+        The scatter grid is first searched at every ``coarse``-th point, then at the points within
+        ``coarse − 1`` of each pixel's best coarse point: for a cost with one minimum along the grid
+        this finds the same grid point, and the same neighbours for the parabola, as searching
+        every point, in 7 + 4 instead of 19 solves (``coarse=1``: every point).
 
     Returns
     -------
@@ -167,19 +183,28 @@ def train(flux, ivar, labels, label_names, grid_digest: str = "",
     LL = L[:, iu] * L[:, ju]
     ridge = 1e-8 * float(np.median(ivar[good])) if good.any() else 1e-8
     ln_s = np.asarray(ln_scatter, float)
+    step = int(coarse)
+    if step < 1:
+        raise CannonError(f"coarse must be a positive whole number, not {coarse!r}")
     n_pix = flux.shape[1]
     coeffs = np.empty((n_pix, q))
     scatter = np.empty(n_pix)
     for lo in range(0, n_pix, block):
         f, iv = flux[:, lo:lo + block], ivar[:, lo:lo + block]
-        cost = np.empty((len(ln_s), f.shape[1]))
-        for g, s in enumerate(np.exp(ln_s)):
-            w = _weights(iv, s)
-            th = _solve_block(L, LL, iu, ju, f, w, ridge)
-            r = f - L @ th.T
-            with np.errstate(divide="ignore"):
-                logw = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)), 0.0)
-            cost[g] = np.sum(w * r * r, axis=0) - np.sum(logw, axis=0)
+        nb = f.shape[1]
+        cost = np.full((len(ln_s), nb), np.inf)
+        on_coarse = np.arange(0, len(ln_s), step)
+        for g in on_coarse:  # every pixel at the same scatter
+            cost[g] = _scatter_cost(L, LL, iu, ju, f, iv, np.exp(ln_s[g]), ridge)
+        if step > 1:  # each pixel around its best coarse point
+            best_c = on_coarse[np.argmin(cost[on_coarse], axis=0)]
+            cols = np.arange(nb)
+            for off in [o for k in range(1, step) for o in (-k, k)]:
+                g = best_c + off
+                ok = (g >= 0) & (g < len(ln_s))
+                g = np.clip(g, 0, len(ln_s) - 1)
+                c = _scatter_cost(L, LL, iu, ju, f, iv, np.exp(ln_s[g])[None, :], ridge)
+                cost[g[ok], cols[ok]] = c[ok]
         best = np.argmin(cost, axis=0)
         s_best = np.exp(ln_s[best])
         inner = (best > 0) & (best < len(ln_s) - 1)

@@ -133,7 +133,7 @@ def test_scripts_benches_and_notebooks_use_only_helper_names_that_exist():
     for path, text in sources:
         for module, attr, line in _helper_names_used(ast.parse(text)):
             n += 1
-            mod = importlib.import_module(module) if module != "helpers" else importlib.import_module("helpers")
+            mod = importlib.import_module(module)
             if not hasattr(mod, attr):
                 try:
                     importlib.import_module(f"{module}.{attr}")

@@ -198,13 +198,13 @@ def train(flux, ivar, labels, label_names, grid_digest: str = "",
             cost[g] = _scatter_cost(L, LL, iu, ju, f, iv, np.exp(ln_s[g]), ridge)
         if step > 1:  # each pixel around its best coarse point
             best_c = on_coarse[np.argmin(cost[on_coarse], axis=0)]
-            cols = np.arange(nb)
+            pix = np.arange(nb)
             for off in [o for k in range(1, step) for o in (-k, k)]:
                 g = best_c + off
                 ok = (g >= 0) & (g < len(ln_s))
                 g = np.clip(g, 0, len(ln_s) - 1)
                 c = _scatter_cost(L, LL, iu, ju, f, iv, np.exp(ln_s[g])[None, :], ridge)
-                cost[g[ok], cols[ok]] = c[ok]
+                cost[g[ok], pix[ok]] = c[ok]
         best = np.argmin(cost, axis=0)
         s_best = np.exp(ln_s[best])
         inner = (best > 0) & (best < len(ln_s) - 1)

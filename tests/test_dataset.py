@@ -169,3 +169,23 @@ def test_the_survey_made_on_other_simd_paths_differs_in_bits_not_beyond_the_tole
     assert ok, said
     if dataset.content_digest(outs[0]) == dataset.content_digest(outs[1]):
         pytest.skip("this processor's NumPy and OpenBLAS take the same paths either way (no drift to tolerate)")
+
+
+def test_sketch_rows_are_matched_by_their_stars_catalogue_numbers(tiny_survey, tmp_path):
+    from conftest import last_bit_copy
+
+    from helpers.dataset import (DatasetError, compare_sketches, content_sketch, match_sketch_rows, sketch_rows,
+                                 subset_dataset)
+
+    _, path, _ = tiny_survey
+    n = len(content_sketch(path)["flux_proj"])
+    a_rows, b_rows = np.arange(0, n - 2), np.arange(3, n)  # a lacks the last two stars, b the first three
+    a = content_sketch(subset_dataset(path, tmp_path / "a.h5", a_rows, {}))
+    b = content_sketch(subset_dataset(last_bit_copy(path, tmp_path / "near.h5"), tmp_path / "b.h5", b_rows, {}))
+    m = match_sketch_rows(a, b)  # b's numbers moved in the last bits: still the same stars
+    assert m[:3].tolist() == [-1, -1, -1] and m[3:].tolist() == list(range(0, n - 5))
+    ok, said, _ = compare_sketches(sketch_rows(a, np.arange(3, n - 2)), sketch_rows(b, m[3:]))
+    assert ok, said
+    twin = {**b, "numeric": np.vstack([b["numeric"], b["numeric"][:1]])}  # two rows of one star
+    with pytest.raises(DatasetError, match="do not tell these stars apart"):
+        match_sketch_rows(a, twin)

@@ -210,10 +210,25 @@ def test_the_summary_has_one_owner_that_checks_its_members_and_training_set(tmp_
               kept=[0], keep_percentile=80.0, threshold=0.2, split={"seed": 4, "n_fit": 2},
               rows={"train": [0, 1, 2], "val": [3], "test": [4], "fit": [2, 0]},
               scaler=M.LabelScaler(np.zeros(5), np.ones(5)), architecture={}, backend="tensorflow",
-              training_digest=content_digest(path))
+              training_digest=content_digest(path),
+              prediction={"wall": 12.5, "n_spectra": 5, "data": str(path), "scheduler": "synchronous",
+                          "engine": "numpy", "batch_size": 256})
     s = ensemble.write_summary(tmp_path / "ensemble.json", **kw)
     got = ensemble.read_summary(s, training=path)
     assert got["rows"]["fit"].tolist() == [2, 0] and got["kept_paths"] == [str(member)]
+    assert got["prediction"] == kw["prediction"]  # chapter 07 reads chapter 03's labelling time from here
+    with pytest.raises(ValueError, match="lacks"):
+        ensemble.write_summary(tmp_path / "e3.json", **{**kw, "prediction": {"wall": 1.0}})
+    with pytest.raises(ValueError, match="positive"):
+        ensemble.write_summary(tmp_path / "e3.json", **{**kw, "prediction": {**kw["prediction"], "wall": float("nan")}})
+    assert not (tmp_path / "e3.json").exists()
+    assert ensemble.labelling_record(got, path, 5)["wall"] == 12.5
+    with pytest.raises(ensemble.SummaryError, match="re-run chapter 03 on this file"):
+        ensemble.labelling_record(got, path, 6)  # another number of spectra
+    other = tmp_path / "other.h5"
+    other.write_bytes(path.read_bytes())
+    with pytest.raises(ensemble.SummaryError, match="re-run chapter 03 on this file"):
+        ensemble.labelling_record(got, other, 5)  # another file
     member.write_bytes(b"other weights")  # a member replaced behind the summary's back
     with pytest.raises(ensemble.SummaryError, match="changed since"):
         ensemble.read_summary(s)

@@ -193,3 +193,62 @@ def test_members_accepted_across_processors_are_served_and_kept(built, tmp_path)
                             out_dir=tmp_path / "m", scaler=built["scaler"], log=None,
                             accept_digests=reference.fit_digests(got["key"]))
     assert all(m.get("reused") for m in kept)
+
+
+def test_a_training_set_with_a_few_other_spectra_gets_the_reference_split_carried_over(tiny_survey, tmp_path):
+    """Chapter 02's cleaning can decide differently for a few spectra on another processor: the
+    reference then serves the run with its own split carried over onto the run's rows, the
+    spectra only the run holds join the test part, and the members' label scaling comes along;
+    more differing spectra, or another split, and it does not."""
+    from helpers import ensemble, survey
+    from helpers.dataset import subset_dataset
+
+    cfg, path, cat = tiny_survey
+    rows = np.sort(survey.select_training(cat, cfg))
+    split = {"seed": 5, "test_fraction": 0.25, "val_fraction": 0.15, "n_train_max": 0}
+    ref_rows = rows[1:]  # the reference's training set lacks the first star ...
+    ref_set = subset_dataset(path, tmp_path / "ref_set.h5", ref_rows, {"subset": "reference"})
+    tr, va, te = ensemble.split_rows(len(ref_rows), split["test_fraction"], split["val_fraction"], split["seed"])
+    fi = ensemble.fit_rows(tr, 0, split["seed"])
+    y = read_dataset(ref_set, rows=np.sort(fi)).labels("survey")
+    scaler = M.LabelScaler.fit(y)
+    key = reference.run_key(ref_set, fi, va, SMALL, split["seed"], 2)
+    folder = tmp_path / "reference"
+    M.train_ensemble(ref_set, fi, va, n_models=2, cfg=SMALL, seed=split["seed"], out_dir=folder, scaler=scaler, log=None)
+    members, sums = reference.finished_members(folder, key)
+    sketch = write_sketch(folder / reference.SKETCH_FILE, content_sketch(ref_set))
+    sums[sketch.name] = sha256_file(sketch)
+    reference.write_record(folder, {"key": key, "members": members, "sha256": sums, "parameters": split,
+                                    "machine": {"cpu": "test CPU", "cpu_count": 2}, "worker_hours": 0.01,
+                                    "training_set": {"sketch": reference.SKETCH_FILE, "n_spectra": len(ref_rows)}})
+    rec_path = str(folder / "reference.json")
+    drop = ref_rows[int(fi[3])]  # ... and this run's lacks a star the members were fitted on
+    run_rows = np.setdiff1d(rows, [drop])
+    run_set = subset_dataset(path, tmp_path / "run_set.h5", run_rows, {"subset": "run"})
+    own_tr, own_va, _ = ensemble.split_rows(len(run_rows), split["test_fraction"], split["val_fraction"], split["seed"])
+    used, _, _ = reference.use_if_it_applies(rec_path, reference.run_key(run_set, own_tr, own_va, SMALL, 5, 2),
+                                             tmp_path / "none", data_path=run_set)
+    assert not used  # the exact match refuses: other spectra, so another split
+
+    plan, why = reference.near_reference(rec_path, run_set, split, SMALL, 2, out_dir=tmp_path / "m", max_fraction=0.05)
+    assert plan is not None and why == "", why
+    assert plan["n_only_run"] == 1 and plan["n_only_reference"] == 1 and "1 spectra that the reference's" in plan["reason"]
+    star = lambda set_rows, r: set(np.asarray(set_rows)[np.asarray(r)].tolist())  # survey rows of set rows
+    got = plan["rows"]
+    assert star(run_rows, got["fit"]) == star(ref_rows, fi) - {drop}
+    assert star(run_rows, got["val"]) == star(ref_rows, va)
+    assert star(run_rows, got["test"]) == star(ref_rows, te) | {rows[0]}  # the run's own star is tested, never fitted
+    assert not set(got["test"].tolist()) & (set(got["fit"].tolist()) | set(got["val"].tolist()))
+    assert plan["scaler"].to_json() == scaler.to_json()
+    kept = M.train_ensemble(run_set, got["fit"], got["val"], n_models=2, cfg=SMALL, seed=5, out_dir=tmp_path / "m",
+                            scaler=plan["scaler"], log=None, accept_digests=reference.fit_digests(plan["record"]["key"]))
+    assert all(m.get("reused") for m in kept)
+    text = reference.chapter_text(True, plan["reason"], plan["record"], kept, SMALL, near=True)
+    assert "almost the same spectra" in text and "exactly them" not in text
+
+    plan, why = reference.near_reference(rec_path, run_set, split, SMALL, 2, max_fraction=0.001)
+    assert plan is None and "more than 0.1 %" in why
+    plan, why = reference.near_reference(rec_path, run_set, {**split, "val_fraction": 0.2}, SMALL, 2, max_fraction=0.05)
+    assert plan is None and "another split (val_fraction: 0.15 there, 0.2 here)" in why
+    plan, why = reference.near_reference(rec_path, run_set, split, SMALL, 3, max_fraction=0.05)
+    assert plan is None and "fewer than the 3 members" in why

@@ -30,7 +30,7 @@ from .spectra import Grid
 __all__ = ["FORMAT", "FORMAT_VERSION", "DatasetError", "Dataset", "DatasetWriter", "content_digest",
            "write_dataset", "read_dataset", "read_catalogue", "read_grid", "n_spectra",
            "subset_dataset", "SKETCH_TOLERANCE", "content_sketch", "write_sketch", "read_sketch",
-           "compare_sketches"]
+           "compare_sketches", "sketch_rows", "match_sketch_rows"]
 
 FORMAT = "ges-mgal-dataset"
 FORMAT_VERSION = 1
@@ -460,3 +460,78 @@ def compare_sketches(a: dict, b: dict, tolerance: dict | None = None) -> tuple[b
     if over:
         return False, "the content differs beyond the stated tolerance: " + said, worst
     return True, "largest differences " + said, worst
+
+
+#: The parts of a sketch that hold one entry per spectrum (the rest describe the whole file).
+_PER_SPECTRUM = ("flux_proj", "sigma_proj", "sigma_rms", "masked", "numeric")
+
+
+def sketch_rows(sketch: dict, rows) -> dict[str, np.ndarray]:
+    """The sketch of some spectra of a data set, for comparing them with :func:`compare_sketches`.
+
+    The per-spectrum parts are those of ``rows``; the parts that describe the whole file (its
+    attributes and the digests of its text columns) cannot be restricted to rows and are left
+    out, so two such sketches compare the spectra and catalogue numbers only.
+    """
+    rows = np.asarray(rows, np.int64)
+    out = {k: v for k, v in sketch.items() if k not in _PER_SPECTRUM}
+    out.update({k: np.asarray(sketch[k])[rows] for k in _PER_SPECTRUM})
+    out["attrs"] = np.array("rows only")
+    out["other"] = np.array([], dtype="<U1")
+    return out
+
+
+def match_sketch_rows(a: dict, b: dict, tolerance: dict | None = None) -> np.ndarray:
+    """For every spectrum of sketch ``a``, the row of sketch ``b`` that holds the same star.
+
+    Stars are recognised by all their catalogue numbers (positions, magnitudes, labels, ...):
+    two rows are the same star when every number agrees within the catalogue tolerance of
+    :data:`SKETCH_TOLERANCE` (relative to the larger of the value and its column's rms), as
+    :func:`compare_sketches` measures it.
+
+    Returns
+    -------
+    ndarray of int (len(a),)
+        Row of ``b``, or −1 where ``b`` holds no such star.
+
+    Raises
+    ------
+    DatasetError
+        If the two catalogues have other columns, or a star of ``a`` matches several rows of ``b``
+        (a catalogue whose numbers do not tell its stars apart).
+    """
+    from scipy.spatial import cKDTree
+
+    tol = {**SKETCH_TOLERANCE, **(tolerance or {})}["catalogue"]
+    if not np.array_equal(a["numeric_names"], b["numeric_names"]):
+        raise DatasetError("the two sketches have other catalogue columns; their stars cannot be matched")
+    x, y = np.asarray(a["numeric"], np.float64), np.asarray(b["numeric"], np.float64)
+    if x.shape[1] == 0:
+        raise DatasetError("the sketches hold no catalogue numbers to recognise stars by")
+    both = np.vstack([x, y])
+    col_rms = np.sqrt(np.nanmean(both ** 2, axis=0))
+    col_rms = np.where(np.isfinite(col_rms) & (col_rms > 0), col_rms, 1.0)
+    fx, fy = np.nan_to_num(x / col_rms, nan=0.0), np.nan_to_num(y / col_rms, nan=0.0)
+    # candidates: the nearest rows in the scaled numbers; then the exact per-number test
+    dist, idx = cKDTree(fy).query(fx, k=min(2, len(fy)))
+    idx = idx[:, None] if idx.ndim == 1 else idx
+    out = np.full(len(x), -1, np.int64)
+
+    def same(i, j):
+        if not np.array_equal(np.isnan(x[i]), np.isnan(y[j])):
+            return False
+        denom = np.fmax(np.fmax(np.abs(x[i]), col_rms), 1e-30)  # fmax: a missing value does not count
+        return bool(np.all(np.nan_to_num(np.abs(x[i] - y[j])) / denom <= tol))
+
+    for i in range(len(x)):
+        hits = [int(j) for j in idx[i] if j < len(y) and same(i, int(j))]
+        if len(hits) > 1:
+            raise DatasetError(f"star {i} of the first sketch matches rows {hits} of the second: the catalogue "
+                               "numbers do not tell these stars apart")
+        if hits:
+            out[i] = hits[0]
+    taken = out[out >= 0]
+    if np.unique(taken).size != taken.size:
+        raise DatasetError("several stars of the first sketch match one row of the second: the catalogue numbers "
+                           "do not tell these stars apart")
+    return out

@@ -18,7 +18,7 @@ from . import LABELS, paths, seeds
 from .fileio import atomic_path, sha256_file, write_json
 from .precision import calibration_fractions, robust_scatter
 
-__all__ = ["write_summary", "read_summary", "SummaryError", "split_rows", "inheritance_rows", "inheritance_verdict", "INHERIT_MIN", "fit_rows", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
+__all__ = ["write_summary", "read_summary", "labelling_record", "SummaryError", "split_rows", "inheritance_rows", "inheritance_verdict", "INHERIT_MIN", "fit_rows", "PAPER_PRECISION", "load_paper_precision", "predictions_table",
            "write_predictions", "read_predictions", "precision_rows", "calibration_rows",
            "crb_for_rows", "fisher_for_rows", "bound_rows", "NUISANCE_PARAMETERS", "predict_file",
            "model_config"]
@@ -41,9 +41,11 @@ PAPER_PRECISION = paths.PAPER_PRECISION
 
 #: Format of chapter 03's ensemble summary (``ensemble.json``), the hand-off to chapters 04 and 07.
 SUMMARY_FORMAT = "ges-mgal-ensemble-summary"
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
 _SUMMARY_KEYS = ("members", "kept", "keep_percentile", "threshold", "split", "scaler", "architecture",
-                 "backend", "training_digest")
+                 "backend", "training_digest", "prediction")
+#: What the summary records of chapter 03's labelling of the observed spectra (its timing, for chapter 07).
+_PREDICTION_KEYS = ("wall", "n_spectra", "data", "scheduler", "engine", "batch_size")
 
 
 class SummaryError(ValueError):
@@ -52,7 +54,7 @@ class SummaryError(ValueError):
 
 def write_summary(path, *, members: list[dict], kept, keep_percentile: float, threshold: float,
                   split: dict, rows: dict, scaler, architecture: dict, backend: str,
-                  training_digest: str) -> Path:
+                  training_digest: str, prediction: dict) -> Path:
     """Write chapter 03's ensemble summary (the only writer of this format).
 
     Parameters
@@ -71,7 +73,22 @@ def write_summary(path, *, members: list[dict], kept, keep_percentile: float, th
     scaler : helpers.model.LabelScaler
     training_digest : str
         :func:`helpers.dataset.content_digest` of the training set the rows index.
+    prediction : dict
+        How the kept members labelled the observed spectra (:func:`predict_file`): ``wall`` [s, end
+        to end, reading included, the scheduler already open], ``n_spectra``, ``data`` (the file),
+        ``scheduler`` and ``engine`` (descriptions) and ``batch_size``. Chapter 07 compares The
+        Cannon's labelling time with this one instead of labelling everything a second time.
+
+    Raises
+    ------
+    ValueError
+        If ``prediction`` lacks one of those keys or its wall time is not a positive number.
     """
+    missing = [k for k in _PREDICTION_KEYS if k not in prediction]
+    if missing:
+        raise ValueError(f"prediction record lacks {missing}")
+    if not (np.isfinite(prediction["wall"]) and prediction["wall"] > 0):
+        raise ValueError(f"prediction wall time must be a positive number of seconds, got {prediction['wall']!r}")
     out = {"format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
            "members": [{**{k: m[k] for k in ("path", "seed", "best_val_loss", "epochs", "seconds")},
                         "sha256": sha256_file(m["path"])} for m in members],
@@ -79,7 +96,10 @@ def write_summary(path, *, members: list[dict], kept, keep_percentile: float, th
            "threshold": float(threshold), "split": dict(split),
            "rows": {k: [int(i) for i in v] for k, v in rows.items()},
            "scaler": scaler.to_json(), "architecture": architecture, "backend": backend,
-           "training_digest": training_digest}
+           "training_digest": training_digest,
+           "prediction": {"wall": float(prediction["wall"]), "n_spectra": int(prediction["n_spectra"]),
+                          "data": str(prediction["data"]), "scheduler": str(prediction["scheduler"]),
+                          "engine": str(prediction["engine"]), "batch_size": int(prediction["batch_size"])}}
     return write_json(path, out)
 
 
@@ -130,6 +150,39 @@ def read_summary(path, training=None) -> dict:
     s["rows"] = {k: np.asarray(v, dtype=np.int64) for k, v in s["rows"].items()}
     s["kept_paths"] = [s["members"][i]["path"] for i in s["kept"]]
     return s
+
+
+def labelling_record(summary: dict, data, n_spectra: int) -> dict:
+    """Chapter 03's record of how its kept members labelled a data set, checked against ``data``.
+
+    Parameters
+    ----------
+    summary : dict
+        As read by :func:`read_summary`.
+    data : path-like
+        The data set the caller labels too (chapter 07: the observed spectra).
+    n_spectra : int
+        How many spectra it holds.
+
+    Returns
+    -------
+    dict
+        ``wall`` [s, from start to end, reading included], ``n_spectra``, ``data``, ``scheduler``,
+        ``engine``, ``batch_size`` (see :func:`write_summary`).
+
+    Raises
+    ------
+    SummaryError
+        If chapter 03 labelled another file or another number of spectra.
+    """
+    import os
+
+    rec = summary["prediction"]
+    same = Path(rec["data"]).exists() and Path(data).exists() and os.path.samefile(rec["data"], data)
+    if not same or rec["n_spectra"] != int(n_spectra):
+        raise SummaryError(f"chapter 03 labelled {rec['n_spectra']} spectra of {rec['data']}, not the {n_spectra} "
+                           f"of {data}: re-run chapter 03 on this file")
+    return rec
 
 
 _WORKER_ENGINES: dict = {}

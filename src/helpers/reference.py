@@ -16,6 +16,13 @@ its training set (:func:`helpers.dataset.content_sketch`) and a run whose traini
 it by less than that tolerance, with the same rows and everything else equal, is served too (and
 says so).
 
+"The same spectra" is the last thing that can differ: chapter 02's t-SNE map follows the last bits
+of the data, so on another processor its cleaning can keep a few other spectra, and the split,
+drawn from their number, differs entirely. :func:`near_reference` serves such a run when at most
+:data:`NEAR_MAX_FRACTION` of the spectra differ and the rest are equal within the tolerance: it
+carries the reference's split over onto the run's spectra (stars recognised by their catalogue
+numbers) and puts the spectra only the run holds into the test part, which the members never saw.
+
 Layout of ``data/reference/``::
 
     reference.json          what, on what, how long (this module writes and reads it)
@@ -36,7 +43,7 @@ from . import paths
 from .fileio import write_json
 
 __all__ = ["REFERENCE_VERSION", "reference_key", "run_key", "SKETCH_FILE", "fit_digests", "read_record", "write_record", "match", "adopt",
-           "use_if_it_applies", "chapter_text", "summary_sentence",
+           "use_if_it_applies", "near_reference", "NEAR_MAX_FRACTION", "chapter_text", "summary_sentence",
            "declare", "verify_shipped", "finished_members", "write_check", "ReferenceError"]
 
 #: Version of ``reference.json``; a reader refuses other versions.
@@ -222,7 +229,14 @@ def adopt(key: dict, out_dir, folder=None, data_path=None) -> dict:
     if not ok:
         raise ReferenceError(why)
     rec = read_record(folder)
-    files = [folder / f"member_{i:02d}{ext}" for i in range(key["n_models"]) for ext in (".keras", ".json")]
+    _copy_members(rec, folder, key["n_models"], out_dir)
+    return rec
+
+
+def _copy_members(rec: dict, folder: Path, n_models: int, out_dir) -> None:
+    """Copy the first ``n_models`` members into ``out_dir``, every file checked first (nothing is
+    copied if one is missing or altered)."""
+    files = [folder / f"member_{i:02d}{ext}" for i in range(n_models) for ext in (".keras", ".json")]
     for f in files:
         _check_file(f, rec, folder)
     out_dir = Path(out_dir)
@@ -231,7 +245,114 @@ def adopt(key: dict, out_dir, folder=None, data_path=None) -> dict:
         tmp = out_dir / f".{f.name}.{os.getpid()}.tmp"
         shutil.copyfile(f, tmp)
         os.replace(tmp, out_dir / f.name)
-    return rec
+
+
+#: The largest share of a run's training spectra that may be missing from the reference's training
+#: set or the other way round for :func:`near_reference` to serve it (0.5 %).
+NEAR_MAX_FRACTION = 0.005
+
+
+def near_reference(in_reference: str, data_path, split: dict, cfg, n_models: int, out_dir=None,
+                   max_fraction: float = NEAR_MAX_FRACTION):
+    """The reference for a run whose training set holds almost the same spectra as the reference's.
+
+    Chapter 02's cleaning decides per spectrum from a t-SNE map; on a processor whose numerical
+    libraries round differently, the map and so a few decisions come out differently, and the
+    cleaned training set then holds a few other spectra. Its split (drawn from the number of
+    spectra) and its content then differ from the reference's, and :func:`match` refuses. This
+    function serves such a run when everything else is the reference's and the spectra both sets
+    hold are equal within :data:`helpers.dataset.SKETCH_TOLERANCE`: it carries the reference's
+    split over onto the run's rows (stars recognised by their catalogue numbers,
+    :func:`helpers.dataset.match_sketch_rows`), puts the spectra only the run holds into the test
+    part (the members never saw them, so the test stays out of sample) and hands back the
+    members' label scaling. At most :data:`NEAR_MAX_FRACTION` of the spectra may differ.
+
+    Parameters
+    ----------
+    in_reference : str
+        The reference's ``reference.json`` ("": none).
+    data_path : path-like
+        The run's (cleaned) training set.
+    split : dict
+        The run's ``seed``, ``test_fraction``, ``val_fraction`` and ``n_train_max``.
+    cfg : helpers.model.ModelConfig
+    n_models : int
+    out_dir : path-like, optional
+        Where to copy the members (after checking each against its checksum) when it applies.
+    max_fraction : float
+        The largest share of the run's spectra that may differ (default :data:`NEAR_MAX_FRACTION`).
+
+    Returns
+    -------
+    plan : dict or None
+        ``rows`` (``train``, ``val``, ``test``, ``fit``: rows of the run's set), ``scaler``
+        (:class:`helpers.model.LabelScaler` of the members), ``record``, ``reason`` (a sentence
+        part for the chapter), ``n_only_run``, ``n_only_reference``; None when it does not apply.
+    why_not : str
+        Why it does not apply ("" when it does).
+    """
+    from . import model as M
+    from .dataset import compare_sketches, content_sketch, match_sketch_rows, read_sketch, sketch_rows
+    from .ensemble import fit_rows, split_rows
+
+    if not in_reference:
+        return None, "no reference was asked for"
+    folder = Path(in_reference).parent
+    rec = read_record(folder)
+    if rec is None:
+        return None, "no reference ensemble is shipped"
+    rec_key = rec.get("key") or {}
+    diffs = _differences(reference_key("", cfg, split["seed"], n_models), rec_key)
+    params = rec.get("parameters") or {}
+    other = [k for k in ("seed", "test_fraction", "val_fraction", "n_train_max") if params.get(k) != split[k]]
+    if other:
+        diffs.append("another split (" + ", ".join(f"{k}: {params.get(k)} there, {split[k]} here" for k in other) + ")")
+    have = rec.get("members") or {}
+    if any(f"member_{i:02d}" not in have for i in range(n_models)):
+        diffs.append(f"fewer than the {n_models} members this run asks for")
+    sketch_name = (rec.get("training_set") or {}).get("sketch")
+    n_ref = (rec.get("training_set") or {}).get("n_spectra")
+    if not sketch_name or not n_ref:
+        diffs.append("no record of its training set's spectra")
+    if diffs:
+        return None, "; ".join(diffs)
+    tr, va, te = split_rows(int(n_ref), split["test_fraction"], split["val_fraction"], split["seed"])
+    fi = fit_rows(tr, split["n_train_max"], split["seed"])
+    if M.fit_digest("", fi, va) != rec_key.get("rows_digest"):
+        return None, "its rows are not the split this code draws for its training set (other split or training code)"
+    _check_file(folder / sketch_name, rec, folder)
+    ref_sketch, run_sketch = read_sketch(folder / sketch_name), content_sketch(data_path)
+    to_run = match_sketch_rows(ref_sketch, run_sketch)
+    n_run = len(run_sketch["flux_proj"])
+    common = np.flatnonzero(to_run >= 0)
+    n_only_ref, n_only_run = int(n_ref) - common.size, n_run - common.size
+    if n_only_ref + n_only_run > max_fraction * n_run:
+        return None, (f"{n_only_run} of this run's {n_run} training spectra are not in its training set and "
+                      f"{n_only_ref} of its {n_ref} not in this run's (more than {100 * max_fraction:g} %)")
+    ok, said, _ = compare_sketches(sketch_rows(ref_sketch, common), sketch_rows(run_sketch, to_run[common]))
+    if not ok:
+        return None, f"the spectra both training sets hold differ: {said}"
+
+    def carried(rows):  # the reference's rows, in its order, as rows of this run's set (where it has them)
+        r = to_run[np.asarray(rows, np.int64)]
+        return r[r >= 0]
+
+    only_run = np.setdiff1d(np.arange(n_run), to_run[common])
+    rows = {"train": np.sort(carried(tr)), "val": carried(va), "fit": carried(fi),
+            "test": np.sort(np.concatenate([carried(te), only_run]))}
+    first = json.loads((folder / "member_00.json").read_text(encoding="utf-8"))
+    _check_file(folder / "member_00.json", rec, folder)
+    scaler = M.LabelScaler.from_json(first["scaler"])
+    pct = 100 * (n_only_ref + n_only_run) / n_run
+    reason = (f"this run's training set holds {n_only_run} spectra that the reference's does not and lacks "
+              f"{n_only_ref} that it holds ({pct:.2f} % of {n_run}: chapter 02's cleaning, whose t-SNE map follows "
+              f"the last bits of the data, decided differently for them), and the {common.size} spectra both hold are equal within the stated "
+              f"tolerance ({said}). The reference's split is carried over onto this run's spectra, and the "
+              f"{n_only_run} spectra only this run holds join the test part, which the members never saw")
+    if out_dir is not None:
+        _copy_members(rec, folder, n_models, out_dir)
+    return {"rows": rows, "scaler": scaler, "record": rec, "reason": reason, "n_only_run": n_only_run,
+            "n_only_reference": n_only_ref}, ""
 
 
 def declare(folder=None, manifest_path=None) -> dict:
@@ -296,14 +417,18 @@ def use_if_it_applies(in_reference: str, key: dict, out_dir, data_path=None) -> 
     return True, why, adopt(key, out_dir, folder, data_path)
 
 
-def chapter_text(used: bool, reason: str, rec: dict | None, members: list[dict], cfg) -> str:
-    """Chapter 03's paragraph on where its members come from and whether they converged."""
+def chapter_text(used: bool, reason: str, rec: dict | None, members: list[dict], cfg, near: bool = False) -> str:
+    """Chapter 03's paragraph on where its members come from and whether they converged
+    (``near``: served by :func:`near_reference`, on almost the same spectra)."""
     n = len(members)
     early = sum(len(m["history"]["val_loss"]) < cfg.epochs for m in members)
     if used:
+        would = ("This run would have trained them on almost the same spectra, with the same network, training "
+                 "code and seeds: " if near else
+                 "This run would have trained exactly them (the same training-set content, split, network, "
+                 "training code and seeds): ")
         return ("**These members were not trained in this run.** They are the reference ensemble shipped "
-                f"with the project (`data/reference/`), {summary_sentence(rec)}. This run would have trained "
-                "exactly them (the same training-set content, split, network, training code and seeds): "
+                f"with the project (`data/reference/`), {summary_sentence(rec)}. {would}"
                 f"{reason}. It loaded them after checking every file against its checksum in "
                 "`data_manifest.yaml`. To train "
                 "them yourself, run `python scripts/train_reference.py --out my_reference` (it took "

@@ -513,7 +513,7 @@ def match_sketch_rows(a: dict, b: dict, tolerance: dict | None = None) -> np.nda
     col_rms = np.where(np.isfinite(col_rms) & (col_rms > 0), col_rms, 1.0)
     fx, fy = np.nan_to_num(x / col_rms, nan=0.0), np.nan_to_num(y / col_rms, nan=0.0)
     # candidates: the nearest rows in the scaled numbers; then the exact per-number test
-    dist, idx = cKDTree(fy).query(fx, k=min(2, len(fy)))
+    _, idx = cKDTree(fy).query(fx, k=min(2, len(fy)))
     idx = idx[:, None] if idx.ndim == 1 else idx
     out = np.full(len(x), -1, np.int64)
 

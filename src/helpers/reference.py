@@ -340,8 +340,8 @@ def near_reference(in_reference: str, data_path, split: dict, cfg, n_models: int
     only_run = np.setdiff1d(np.arange(n_run), to_run[common])
     rows = {"train": np.sort(carried(tr)), "val": carried(va), "fit": carried(fi),
             "test": np.sort(np.concatenate([carried(te), only_run]))}
-    first = json.loads((folder / "member_00.json").read_text(encoding="utf-8"))
     _check_file(folder / "member_00.json", rec, folder)
+    first = json.loads((folder / "member_00.json").read_text(encoding="utf-8"))
     scaler = M.LabelScaler.from_json(first["scaler"])
     pct = 100 * (n_only_ref + n_only_run) / n_run
     reason = (f"this run's training set holds {n_only_run} spectra that the reference's does not and lacks "
